@@ -1,0 +1,1 @@
+"""Default plugin ``schedulers``: the built-in ``interval``, ``cron`` and ``candle_close``."""

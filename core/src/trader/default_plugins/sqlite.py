@@ -1,0 +1,1 @@
+"""Default plugin ``sqlite``: the embedded SQLite candle store and state store."""

@@ -1,0 +1,3 @@
+"""Python strategies for trader."""
+
+__version__ = "0.1.0.dev0"

@@ -1,0 +1,5 @@
+"""Entry point of ``trader-strategy-python`` (group ``trader``, name ``strategy_python``).
+
+It implements no hook yet: the capability arrives with its own issue, and until then the plugin
+registers nothing rather than pretending to.
+"""

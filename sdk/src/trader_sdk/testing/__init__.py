@@ -1,0 +1,1 @@
+"""Conformance suites and fixtures for trader plugins (a pytest plugin, entry point ``pytest11``)."""
