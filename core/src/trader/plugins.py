@@ -310,8 +310,11 @@ def _kwargs_for(impl: pluggy.HookImpl, **available: Any) -> dict[str, Any]:
 
 
 def _describe(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+    """One line: the exception's type and message (multi-line messages joined, long ones cut)."""
+    text = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    if len(text) > 400:
+        text = text[:397] + "..."
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def _unknown_hook_message(name: str) -> str:

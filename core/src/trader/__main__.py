@@ -1,0 +1,5 @@
+"""``python -m trader`` runs the ``trader`` command."""
+
+from trader.cli.main import main
+
+main()

@@ -1,0 +1,39 @@
+"""``trader plugins``: what is installed and what each plugin registers."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from trader.plugins import get_plugin_manager
+
+
+@click.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def plugins_command(as_json: bool) -> None:
+    """List plugins: distribution, version, and what each registers."""
+    host = get_plugin_manager()
+    infos = list(host.plugins.values())
+    if as_json:
+        click.echo(json.dumps([info.to_dict() for info in infos], indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="trader plugins", show_lines=False)
+    for column in ("plugin", "distribution", "version", "registers", "status"):
+        table.add_column(column)
+    for info in infos:
+        registers = "; ".join(
+            f"{kind.replace('_', ' ')}: {', '.join(names)}" for kind, names in info.registers.items()
+        )
+        status = "[red]" + "; ".join(info.problems) + "[/red]" if info.problems else "ok"
+        table.add_row(
+            info.name + (" (default)" if info.default else ""),
+            info.distribution,
+            info.version,
+            registers or "-",
+            status,
+        )
+    Console().print(table)
