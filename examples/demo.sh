@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The main job on embedded defaults (no trader.toml): generate a candle set, import it into the
+# default SQLite candle store, build hourly candles from it, and list what is stored.
+# Data lives in ./.demo (override with TRADER_HOME). Run through `make demo`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export TRADER_HOME="${TRADER_HOME:-$PWD/.demo}"
+trader=".venv/bin/trader"
+mkdir -p "$TRADER_HOME"
+csv="$TRADER_HOME/btc-usd-1m.csv"
+
+echo "== trader plugins"
+"$trader" plugins
+echo "== generating 100,000 one-minute candles into $csv"
+"$trader" data generate --timeframe 1m --start 2024-01-01 --count 100000 --seed 42 --output "$csv"
+echo "== importing them (a second run changes nothing)"
+"$trader" data import "$csv" --exchange demo --symbol BTC/USD --timeframe 1m
+echo "== building 1h candles"
+"$trader" data resample --exchange demo --symbol BTC/USD --from 1m --to 1h
+echo "== stored candles"
+"$trader" data list
