@@ -25,16 +25,12 @@ def make_distribution(tmp_path: Path) -> Iterator[MakeDistribution]:
     sys.path.insert(0, str(root))
     modules: list[str] = []
 
-    def make(
-        name: str, source: str, *, version: str = "1.0", entry: str | None = None
-    ) -> Path:
+    def make(name: str, source: str, *, version: str = "1.0", entry: str | None = None) -> Path:
         module = name.replace("-", "_")
         entry_name = entry or module
         info = root / f"{module}-{version}.dist-info"
         info.mkdir()
-        (info / "METADATA").write_text(
-            f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
-        )
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
         (info / "entry_points.txt").write_text(f"[trader]\n{entry_name} = {module}\n")
         (root / f"{module}.py").write_text(textwrap.dedent(source))
         modules.append(module)

@@ -16,7 +16,9 @@ from trader.timeutil import format_time, parse_time
 M1 = Timeframe.parse("1m")
 
 
-def read_all(path: Path, timeframe: Timeframe = M1, **kwargs: object) -> tuple[CandleArrays, list[str]]:
+def read_all(
+    path: Path, timeframe: Timeframe = M1, **kwargs: object
+) -> tuple[CandleArrays, list[str]]:
     rows: list[Candle] = []
     problems: list[str] = []
     for chunk in read_candle_csv(path, timeframe, **kwargs):  # type: ignore[arg-type]

@@ -52,7 +52,9 @@ def test_client_order_id_differs_when_any_cause_differs() -> None:
         (PrecisionMode.TICK, "0.001", "1.2349", "1.234", True),
     ],
 )
-def test_precision_rounding(mode: PrecisionMode, value: object, given_: str, expected: str, down: bool) -> None:
+def test_precision_rounding(
+    mode: PrecisionMode, value: object, given_: str, expected: str, down: bool
+) -> None:
     precision = Precision(mode, Decimal(str(value)))
     assert precision.round(Decimal(given_), down=down) == Decimal(expected)
 
@@ -78,11 +80,15 @@ def test_market_minimums_and_symbol_parts() -> None:
     )
     assert (market.base, market.quote) == ("ETH", "USDT")
     assert market.check_order_size(Decimal("0.001"), Decimal(2000)) is not None
-    assert "below the minimum 10 USDT" in (market.check_order_size(Decimal("0.01"), Decimal(100)) or "")
+    assert "below the minimum 10 USDT" in (
+        market.check_order_size(Decimal("0.01"), Decimal(100)) or ""
+    )
     assert market.check_order_size(Decimal("0.01"), Decimal(2000)) is None
 
 
-@pytest.mark.parametrize("symbol", ["btc/usd", "BTCUSD", "tBTCUSD", "BTC/", "/USD", "BTC/USD/EUR", ""])
+@pytest.mark.parametrize(
+    "symbol", ["btc/usd", "BTCUSD", "tBTCUSD", "BTC/", "/USD", "BTC/USD/EUR", ""]
+)
 def test_bad_symbols_are_rejected(symbol: str) -> None:
     with pytest.raises(ModelError, match="invalid symbol"):
         parse_symbol(symbol)

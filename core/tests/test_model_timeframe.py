@@ -1,3 +1,4 @@
+import itertools
 from datetime import datetime, timezone
 
 import pytest
@@ -134,5 +135,5 @@ def test_open_times_are_consecutive_candles(tf: Timeframe, start: int, count: in
         end = tf.next_open(end)
     opens = tf.open_times(first, end)
     assert len(opens) == count
-    for a, b in zip(opens, opens[1:], strict=False):
+    for a, b in itertools.pairwise(opens):
         assert tf.next_open(a) == b

@@ -115,7 +115,10 @@ def test_a_plugin_cannot_take_a_default_plugins_name(make_distribution: MakeDist
     make_distribution("trader-usurper", STORE_PLUGIN.format(name="sqlite"))
     host = load()
     assert host.registration(Kind.CANDLE_STORE, "sqlite").plugin == "sqlite"
-    assert "already registered by plugin sqlite (trader)" in host.plugin_info("trader_usurper").problems[0]  # type: ignore[union-attr]
+    assert (
+        "already registered by plugin sqlite (trader)"
+        in host.plugin_info("trader_usurper").problems[0]
+    )  # type: ignore[union-attr]
 
 
 def test_a_misspelt_hook_is_reported_with_a_suggestion_and_the_plugin_not_loaded(
@@ -232,7 +235,10 @@ def test_a_factory_that_fails_is_a_plugin_error_naming_the_plugin(
         """,
     )
     host = load()
-    with pytest.raises(PluginError, match=r"plugin trader_fragile \(trader-fragile\) failed to start: OSError: disk on fire"):
+    with pytest.raises(
+        PluginError,
+        match=r"plugin trader_fragile \(trader-fragile\) failed to start: OSError: disk on fire",
+    ):
         host.build(Kind.CANDLE_STORE, "fragile", {}, None)
 
 

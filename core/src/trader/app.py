@@ -26,7 +26,9 @@ async def open_candle_store(
         host.build(
             Kind.CANDLE_STORE,
             component.plugin,
-            _options(host, Kind.CANDLE_STORE, component.plugin, component.options, "storage.candles"),
+            _options(
+                host, Kind.CANDLE_STORE, component.plugin, component.options, "storage.candles"
+            ),
             config.context(),
         ),
     )
@@ -54,9 +56,7 @@ async def open_state_store(
         yield store
 
 
-def _options(
-    host: PluginHost, kind: Kind, name: str, raw: dict[str, object], where: str
-) -> object:
+def _options(host: PluginHost, kind: Kind, name: str, raw: dict[str, object], where: str) -> object:
     from trader.config import validate_options
 
     return validate_options(host.registration(kind, name), raw, where=where)

@@ -122,9 +122,9 @@ def _columns(first: list[str], path: Path) -> tuple[list[int], list[str] | None]
                 "time,open,high,low,close,volume"
             )
         return [0, 1, 2, 3, 4, 5], first
-    time_index = next((names.index(a) for a in TIME_ALIASES if a in names), None)
+    time_index = next((names.index(a) for a in TIME_ALIASES if a in names), -1)
     missing = [name for name in VALUE_COLUMNS if name not in names]
-    if time_index is None:
+    if time_index < 0:
         missing.insert(0, "time")
     if missing:
         raise DataError(
@@ -167,7 +167,8 @@ def _parse(
             values = [float(row[i]) for i in (o_i, h_i, l_i, c_i, v_i)]
         except ValueError:
             bad = next(
-                (n, row[i]) for n, i in zip(VALUE_COLUMNS, (o_i, h_i, l_i, c_i, v_i), strict=True)
+                (n, row[i])
+                for n, i in zip(VALUE_COLUMNS, (o_i, h_i, l_i, c_i, v_i), strict=True)
                 if not _is_float(row[i])
             )
             problems.append(RowProblem(line, f"{bad[0]} {bad[1]!r} is not a number"))

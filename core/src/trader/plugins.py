@@ -17,13 +17,13 @@ reason (:attr:`PluginHost.problems`), and everything else keeps working.
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import logging
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -124,7 +124,7 @@ class PluginHost:
             if _normalise(name) in self.disabled:
                 continue
             info = PluginInfo(name, module_name, "trader", trader.__version__, default=True)
-            self._load_one(info, lambda module_name=module_name: importlib.import_module(module_name))
+            self._load_one(info, functools.partial(importlib.import_module, module_name))
         for entry_point in self._selected_entry_points():
             dist = entry_point.dist
             info = PluginInfo(
@@ -198,7 +198,9 @@ class PluginHost:
             try:
                 impl.function(**_kwargs_for(impl, register=register))
             except Exception as error:
-                self._problem(info.name, info.distribution, f"{kind.hook} raised {_describe(error)}")
+                self._problem(
+                    info.name, info.distribution, f"{kind.hook} raised {_describe(error)}"
+                )
 
     def _register_callback(self, kind: Kind, info: PluginInfo) -> Callable[..., None]:
         def register(
@@ -241,7 +243,7 @@ class PluginHost:
         return self.plugins.get(name)
 
     def registration(self, kind: Kind, name: str) -> Registration:
-        """The capability ``name`` of ``kind``; raises ``CapabilityNotFound`` with an install hint."""
+        """The capability ``name`` of ``kind``; ``CapabilityNotFound`` (with a hint) if absent."""
         return self.registry.get(kind, name)
 
     def build(self, kind: Kind, name: str, options: Any, context: Any) -> Any:
@@ -273,7 +275,9 @@ class PluginHost:
             try:
                 impl.function(**_kwargs_for(impl, cli=cli))
             except Exception as error:
-                self._problem(info.name, info.distribution, f"register_commands raised {_describe(error)}")
+                self._problem(
+                    info.name, info.distribution, f"register_commands raised {_describe(error)}"
+                )
             for name, command in before.items():
                 if cli.commands.get(name) is not command:
                     cli.commands[name] = command

@@ -35,7 +35,7 @@ def parse_time(text: str, *, unit: str = "auto") -> int:
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
-    return int(round(moment.timestamp() * 1000))
+    return round(moment.timestamp() * 1000)
 
 
 def format_time(time_ms: int) -> str:

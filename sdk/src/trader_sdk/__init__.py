@@ -24,7 +24,7 @@ from trader.registry import Register
 
 __version__ = "0.1.0.dev0"
 
-__all__ = [  # noqa: PLE0604 - built from the re-exported modules' own lists
+__all__ = [
     "ConfigError",
     "DataError",
     "ExchangeError",

@@ -50,7 +50,11 @@ def _time(_ctx: click.Context, _param: click.Parameter, value: str | None) -> in
 def series_options(function: F) -> F:
     """The options that name one candle series."""
     function = click.option(
-        "--timeframe", "-t", required=True, callback=_timeframe, help="Candle timeframe, e.g. 1m, 1h."
+        "--timeframe",
+        "-t",
+        required=True,
+        callback=_timeframe,
+        help="Candle timeframe, e.g. 1m, 1h.",
     )(function)
     function = click.option("--symbol", "-s", required=True, help="Unified symbol, e.g. BTC/USD.")(
         function
@@ -65,9 +69,9 @@ def range_options(function: F) -> F:
     function = click.option("--end", callback=_time, help="End (exclusive): ISO date/time or ms.")(
         function
     )
-    return click.option(
-        "--start", callback=_time, help="Start (inclusive): ISO date/time or ms."
-    )(function)
+    return click.option("--start", callback=_time, help="Start (inclusive): ISO date/time or ms.")(
+        function
+    )
 
 
 def _series(exchange: str, symbol: str, timeframe: Timeframe) -> SeriesKey:
@@ -282,9 +286,7 @@ def gaps_command(
         click.echo(f"{series}: no gaps")
         return
     for gap in gaps:
-        click.echo(
-            f"{format_time(gap.start)} .. {format_time(gap.end)}  {gap.missing:,} missing"
-        )
+        click.echo(f"{format_time(gap.start)} .. {format_time(gap.end)}  {gap.missing:,} missing")
     total = sum(g.missing for g in gaps)
     click.echo(f"{series}: {len(gaps):,} gaps, {total:,} candles missing")
 
@@ -328,9 +330,7 @@ def resample_command(
             in_store = built is not None
             if built is None:
                 lo = None if start is None else target_tf.floor(start)
-                built = resample_in_python(
-                    await store.read(source, lo, end), source_tf, target_tf
-                )
+                built = resample_in_python(await store.read(source, lo, end), source_tf, target_tf)
             return await store.write(target, built), in_store
 
     result, in_store = _run(run())

@@ -55,9 +55,11 @@ class TraderGroup(click.Group):
     "config_path",
     type=click.Path(dir_okay=False, path_type=Path),
     envvar="TRADER_CONFIG",
-    help="Configuration file (default: $TRADER_CONFIG, else ./trader.toml, else built-in defaults).",
+    help="Configuration file (default: $TRADER_CONFIG, else ./trader.toml, else built-in ones).",
 )
-@click.option("--debug", is_flag=True, envvar="TRADER_DEBUG", help="Show tracebacks and debug logs.")
+@click.option(
+    "--debug", is_flag=True, envvar="TRADER_DEBUG", help="Show tracebacks and debug logs."
+)
 @click.pass_context
 def cli(ctx: click.Context, config_path: Path | None, debug: bool) -> None:
     """trader: backtest and run trading strategies, with plugins for everything."""

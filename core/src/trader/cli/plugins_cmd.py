@@ -26,7 +26,8 @@ def plugins_command(as_json: bool) -> None:
         table.add_column(column)
     for info in infos:
         registers = "; ".join(
-            f"{kind.replace('_', ' ')}: {', '.join(names)}" for kind, names in info.registers.items()
+            f"{kind.replace('_', ' ')}: {', '.join(names)}"
+            for kind, names in info.registers.items()
         )
         status = "[red]" + "; ".join(info.problems) + "[/red]" if info.problems else "ok"
         table.add_row(

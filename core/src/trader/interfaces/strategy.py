@@ -49,7 +49,7 @@ class StrategyInstance(ABC):
     @abstractmethod
     def restore(self, state: bytes) -> None: ...
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: most instances hold nothing to release
         """Release the interpreter or process behind this instance."""
 
 

@@ -36,9 +36,7 @@ class Candle:
 
     def problem(self) -> str | None:
         """Return what is wrong with this candle, or ``None`` when it is sound."""
-        return candle_problem(
-            self.time, self.open, self.high, self.low, self.close, self.volume
-        )
+        return candle_problem(self.time, self.open, self.high, self.low, self.close, self.volume)
 
     def validated(self) -> Candle:
         """Return ``self``, or raise :class:`~trader.errors.ModelError` saying what is wrong."""
@@ -106,22 +104,22 @@ class CandleArrays:
 
     def __init__(
         self,
-        time: IntArray,
-        open: FloatArray,  # noqa: A002 - the column's name in every OHLCV table
-        high: FloatArray,
-        low: FloatArray,
-        close: FloatArray,
-        volume: FloatArray,
-        closed: BoolArray | None = None,
+        time: npt.ArrayLike,
+        open: npt.ArrayLike,
+        high: npt.ArrayLike,
+        low: npt.ArrayLike,
+        close: npt.ArrayLike,
+        volume: npt.ArrayLike,
+        closed: npt.ArrayLike | None = None,
     ) -> None:
-        self.time = np.asarray(time, dtype=np.int64)
-        self.open = np.asarray(open, dtype=np.float64)
-        self.high = np.asarray(high, dtype=np.float64)
-        self.low = np.asarray(low, dtype=np.float64)
-        self.close = np.asarray(close, dtype=np.float64)
-        self.volume = np.asarray(volume, dtype=np.float64)
+        self.time: IntArray = np.asarray(time, dtype=np.int64)
+        self.open: FloatArray = np.asarray(open, dtype=np.float64)
+        self.high: FloatArray = np.asarray(high, dtype=np.float64)
+        self.low: FloatArray = np.asarray(low, dtype=np.float64)
+        self.close: FloatArray = np.asarray(close, dtype=np.float64)
+        self.volume: FloatArray = np.asarray(volume, dtype=np.float64)
         size = len(self.time)
-        self.closed = (
+        self.closed: BoolArray = (
             np.ones(size, dtype=np.bool_) if closed is None else np.asarray(closed, dtype=np.bool_)
         )
         for name in self.COLUMNS:
@@ -131,14 +129,12 @@ class CandleArrays:
     @classmethod
     def empty(cls) -> CandleArrays:
         """An empty set of columns."""
-        return cls(np.empty(0, np.int64), *(np.empty(0) for _ in range(5)))
+        return cls([], [], [], [], [], [])
 
     @classmethod
     def from_candles(cls, candles: Iterable[Candle]) -> CandleArrays:
         """Build columns from candle objects, keeping their order."""
-        rows = [
-            (c.time, c.open, c.high, c.low, c.close, c.volume, c.closed) for c in candles
-        ]
+        rows = [(c.time, c.open, c.high, c.low, c.close, c.volume, c.closed) for c in candles]
         return cls.from_rows(rows)
 
     @classmethod
@@ -147,11 +143,19 @@ class CandleArrays:
         if not rows:
             return cls.empty()
         columns = list(zip(*rows, strict=True))
-        closed = columns[6] if len(columns) > 6 else None
+        size = len(rows)
+
+        def floats(index: int) -> FloatArray:
+            return np.fromiter(columns[index], np.float64, size)
+
         return cls(
-            np.fromiter(columns[0], np.int64, len(rows)),
-            *(np.fromiter(columns[i], np.float64, len(rows)) for i in range(1, 6)),
-            closed=None if closed is None else np.fromiter(closed, np.bool_, len(rows)),
+            np.fromiter(columns[0], np.int64, size),
+            floats(1),
+            floats(2),
+            floats(3),
+            floats(4),
+            floats(5),
+            np.fromiter(columns[6], np.bool_, size) if len(columns) > 6 else None,
         )
 
     def __len__(self) -> int:
@@ -185,7 +189,8 @@ class CandleArrays:
 
     def slice(self, start: int, stop: int) -> CandleArrays:
         """Rows ``start:stop`` as views (no copy)."""
-        return CandleArrays(*(getattr(self, c)[start:stop] for c in self.COLUMNS))
+        columns = [getattr(self, name)[start:stop] for name in self.COLUMNS]
+        return CandleArrays(*columns)
 
     def to_candles(self) -> list[Candle]:
         """Every row as a :class:`Candle`."""

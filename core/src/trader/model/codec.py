@@ -1,6 +1,6 @@
 """msgpack encoding of model objects: ``unpack(pack(x)) == x`` for every model type.
 
-Decimals travel as decimal strings (exact), timeframes as their spelling, dataclasses as the list
+Decimals and integers beyond 64 bits travel as decimal strings (exact), timeframes as their spelling, dataclasses as the list
 of their field values (compact and fast), and :class:`CandleArrays` as raw little-endian column
 bytes. Unknown extension codes or type names raise :class:`~trader.errors.ModelError`; they never
 crash a receiver with anything else.
@@ -27,6 +27,7 @@ _EXT_DECIMAL: Final = 1
 _EXT_MODEL: Final = 2
 _EXT_TIMEFRAME: Final = 3
 _EXT_COLUMNS: Final = 4
+_EXT_BIG_INT: Final = 5
 
 #: Every model type that travels, by its wire name. The name, not the Python path, is the
 #: contract: renaming a class must keep its wire name.
@@ -47,7 +48,9 @@ MODEL_TYPES: Final[dict[str, type[Any]]] = {
         Event,
     )
 }
-_FIELDS: Final = {cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in MODEL_TYPES.values()}
+_FIELDS: Final = {
+    cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in MODEL_TYPES.values()
+}
 _COLUMN_DTYPES: Final = ("<i8", "<f8", "<f8", "<f8", "<f8", "<f8", "|b1")
 
 
@@ -58,6 +61,8 @@ def _default(obj: Any) -> Any:
         return msgpack.ExtType(_EXT_TIMEFRAME, str(obj).encode("ascii"))
     if isinstance(obj, Enum):
         return obj.value
+    if isinstance(obj, int):  # only integers beyond 64 bits reach here
+        return msgpack.ExtType(_EXT_BIG_INT, str(obj).encode("ascii"))
     if isinstance(obj, CandleArrays):
         columns = [
             np.ascontiguousarray(getattr(obj, name), dtype=dtype).tobytes()
@@ -77,6 +82,8 @@ def _ext_hook(code: int, data: bytes) -> Any:
     try:
         if code == _EXT_DECIMAL:
             return Decimal(data.decode("ascii"))
+        if code == _EXT_BIG_INT:
+            return int(data.decode("ascii"))
         if code == _EXT_TIMEFRAME:
             return Timeframe.parse(data.decode("ascii"))
         if code == _EXT_COLUMNS:

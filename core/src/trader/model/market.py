@@ -54,7 +54,7 @@ class Precision:
             object.__setattr__(self, "mode", PrecisionMode(self.mode))
         if not isinstance(self.value, Decimal):
             object.__setattr__(self, "value", Decimal(str(self.value)))
-        if not self.value.is_finite() or self.value <= 0 and self.mode is PrecisionMode.TICK:
+        if not self.value.is_finite() or (self.value <= 0 and self.mode is PrecisionMode.TICK):
             raise ModelError(f"invalid precision {self.value} for mode {self.mode.value}")
         if self.mode is not PrecisionMode.TICK and (
             self.value < 0 or self.value != self.value.to_integral_value()

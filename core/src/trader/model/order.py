@@ -103,9 +103,9 @@ class Order:
 
     def __post_init__(self) -> None:
         parse_symbol(self.symbol)
-        for name in ("side", "type", "status"):
+        kinds: dict[str, type[Enum]] = {"side": OrderSide, "type": OrderType, "status": OrderStatus}
+        for name, kind in kinds.items():
             value = getattr(self, name)
-            kind = {"side": OrderSide, "type": OrderType, "status": OrderStatus}[name]
             if not isinstance(value, kind):
                 try:
                     object.__setattr__(self, name, kind(value))
