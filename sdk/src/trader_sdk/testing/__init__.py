@@ -1,1 +1,12 @@
-"""Conformance suites and fixtures for trader plugins (a pytest plugin, entry point ``pytest11``)."""
+"""Conformance suites and fixtures for trader plugins.
+
+Installing ``trader-sdk`` registers :mod:`trader_sdk.testing.pytest_plugin` with pytest (entry
+point ``pytest11``), which provides the fixtures below to every test session. The suites are
+classes to subclass:
+
+* :class:`trader_sdk.testing.candle_store.CandleStoreConformance`
+* :class:`trader_sdk.testing.state_store.StateStoreConformance`
+* :class:`trader_sdk.testing.scheduler.SchedulerConformance`
+
+Exchange and strategy-runtime suites arrive with their issues.
+"""
