@@ -13,6 +13,8 @@ from trader.model import Fill, Order
 
 @dataclass(frozen=True, slots=True)
 class User:
+    """A person who uses trader; ``name`` is unique."""
+
     user_id: str
     name: str
     created_at: int
@@ -91,7 +93,8 @@ class TaskTransition:
 
 @dataclass(frozen=True, slots=True)
 class Evaluation:
-    """A strategy evaluation: what it decided for an assignment at a candle, and how long it took."""
+    """A strategy evaluation: what it decided for an assignment at a candle, and how long it
+    took."""
 
     assignment_id: str
     time: int
@@ -111,6 +114,8 @@ class ScheduleRecord:
 
 @dataclass(frozen=True, slots=True)
 class Report:
+    """A stored report (daily summary, backtest result...): opaque ``content`` and its ``meta``."""
+
     report_id: str
     kind: str
     created_at: int
@@ -138,10 +143,11 @@ class StateStore(Component):
     # users
     @abstractmethod
     async def add_user(self, name: str) -> User:
-        """Create a user; fails if the name is taken."""
+        """Create a user with a new unique id; raise StorageError if the name is taken."""
 
     @abstractmethod
-    async def get_user(self, name: str) -> User | None: ...
+    async def get_user(self, name: str) -> User | None:
+        """Return the user called ``name``, or ``None``."""
 
     # strategies
     @abstractmethod
@@ -159,20 +165,33 @@ class StateStore(Component):
 
     # trading accounts
     @abstractmethod
-    async def save_account(self, account: TradingAccount) -> None: ...
+    async def save_account(self, account: TradingAccount) -> None:
+        """Insert or replace an account by name, encrypting its secrets.
+
+        Raises :class:`~trader.errors.StorageError` when the account has secrets and the store
+        has no secret key; secrets are never stored in the clear.
+        """
 
     @abstractmethod
-    async def get_account(self, name: str) -> TradingAccount | None: ...
+    async def get_account(self, name: str) -> TradingAccount | None:
+        """Return an account with its secrets decrypted, or ``None``.
+
+        Raises :class:`~trader.errors.StorageError` when its secrets cannot be decrypted (no
+        key, or not the key they were saved with).
+        """
 
     @abstractmethod
-    async def list_accounts(self) -> list[TradingAccount]: ...
+    async def list_accounts(self) -> list[TradingAccount]:
+        """Every account by name, secrets decrypted as :meth:`get_account` does."""
 
     # assignments
     @abstractmethod
-    async def save_assignment(self, assignment: Assignment) -> None: ...
+    async def save_assignment(self, assignment: Assignment) -> None:
+        """Insert or replace an assignment by its id."""
 
     @abstractmethod
-    async def list_assignments(self, enabled_only: bool = False) -> list[Assignment]: ...
+    async def list_assignments(self, enabled_only: bool = False) -> list[Assignment]:
+        """Assignments by id; ``enabled_only`` leaves out disabled ones."""
 
     @abstractmethod
     async def delete_assignment(self, assignment_id: str) -> bool:
@@ -184,7 +203,8 @@ class StateStore(Component):
         """Insert or update an order by its client order id."""
 
     @abstractmethod
-    async def get_order(self, client_order_id: str) -> Order | None: ...
+    async def get_order(self, client_order_id: str) -> Order | None:
+        """Return the order with this client order id, or ``None``."""
 
     @abstractmethod
     async def list_orders(self, open_only: bool = False) -> list[Order]:
@@ -203,7 +223,7 @@ class StateStore(Component):
     # tasks
     @abstractmethod
     async def create_task(self, task: TaskRecord) -> None:
-        """Store a new task; fails if its id exists."""
+        """Store a new task with an empty history; raise StorageError if its id exists."""
 
     @abstractmethod
     async def record_transition(
@@ -217,48 +237,65 @@ class StateStore(Component):
         final: bool = False,
         note: str = "",
         payload: dict[str, Any] | None = None,
+        owner: str | None = None,
     ) -> TaskTransition:
         """Move a task from ``source`` to ``dest`` and append the step to its history.
 
-        Atomic; raises :class:`~trader.errors.StorageError` if the task is not in ``source``.
-        ``payload``, when given, replaces the task's payload in the same transaction.
+        Atomic and checked (compare-and-set on the state): of concurrent callers moving the
+        same task from the same ``source``, exactly one succeeds. Raises
+        :class:`~trader.errors.StorageError` if the task does not exist or is not in
+        ``source``, and then changes nothing. Sets the task's ``updated_at`` to ``time`` and its
+        ``final`` flag to ``final``; ``payload`` and ``owner``, when given, replace the task's
+        payload and owner in the same transaction. Return the stored step, whose ``seq`` is one
+        more than the previous step's (1 for the first).
         """
 
     @abstractmethod
-    async def get_task(self, task_id: str) -> TaskRecord | None: ...
+    async def get_task(self, task_id: str) -> TaskRecord | None:
+        """Return a task in its current state, or ``None``."""
 
     @abstractmethod
     async def list_tasks(
         self, open_only: bool = False, task_type: str | None = None
     ) -> list[TaskRecord]:
-        """Tasks by id (ids sort by creation time)."""
+        """Tasks by id (ids sort by creation time); ``open_only`` leaves out final ones and
+        ``task_type`` keeps only tasks of that type."""
 
     @abstractmethod
-    async def task_history(self, task_id: str) -> list[TaskTransition]: ...
+    async def task_history(self, task_id: str) -> list[TaskTransition]:
+        """A task's transitions in order (``seq`` 1, 2, ...); empty for an unknown task."""
 
     # evaluations
     @abstractmethod
-    async def add_evaluation(self, evaluation: Evaluation) -> None: ...
+    async def add_evaluation(self, evaluation: Evaluation) -> None:
+        """Store an evaluation, replacing one of the same assignment and time (idempotent)."""
 
     @abstractmethod
     async def list_evaluations(
         self, assignment_id: str, start: int | None = None, end: int | None = None
-    ) -> list[Evaluation]: ...
+    ) -> list[Evaluation]:
+        """An assignment's evaluations with time in ``[start, end)``, oldest first; ``None``
+        leaves that end of the range open."""
 
     # schedules
     @abstractmethod
-    async def save_schedule(self, schedule: ScheduleRecord) -> None: ...
+    async def save_schedule(self, schedule: ScheduleRecord) -> None:
+        """Insert or replace a schedule by name (also how ``last_fired`` is updated)."""
 
     @abstractmethod
-    async def list_schedules(self) -> list[ScheduleRecord]: ...
+    async def list_schedules(self) -> list[ScheduleRecord]:
+        """Every schedule, by name."""
 
     # reports
     @abstractmethod
-    async def save_report(self, report: Report) -> None: ...
+    async def save_report(self, report: Report) -> None:
+        """Insert or replace a report by its id."""
 
     @abstractmethod
-    async def get_report(self, report_id: str) -> Report | None: ...
+    async def get_report(self, report_id: str) -> Report | None:
+        """Return a report with its content, or ``None``."""
 
     @abstractmethod
     async def list_reports(self, kind: str | None = None) -> list[Report]:
-        """Reports newest first, without filtering content."""
+        """Reports newest first (by ``created_at``, then id), with their content; ``kind``
+        keeps only reports of that kind."""
