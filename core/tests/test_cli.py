@@ -103,7 +103,7 @@ def test_completion_scripts_are_printed() -> None:
     for shell, marker in (
         ("bash", "complete -o"),
         ("zsh", "compdef"),
-        ("fish", "complete -c trader"),
+        ("fish", "complete --no-files --command trader"),
     ):
         result = run("completion", shell)
         assert result.returncode == 0

@@ -234,8 +234,9 @@ def list_command(ctx: click.Context, as_json: bool) -> None:
     if not series:
         click.echo("no candles stored yet; add some with: trader data import FILE ...")
         return
-    from rich.console import Console
     from rich.table import Table
+
+    from trader.cli.output import console
 
     table = Table(title="stored candles")
     for column in ("exchange", "symbol", "timeframe", "candles", "first", "last"):
@@ -249,7 +250,7 @@ def list_command(ctx: click.Context, as_json: bool) -> None:
             format_time(s.first),
             format_time(s.last),
         )
-    Console().print(table)
+    console().print(table)
 
 
 @data_group.command("gaps")

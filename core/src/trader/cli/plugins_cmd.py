@@ -18,8 +18,9 @@ def plugins_command(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([info.to_dict() for info in infos], indent=2))
         return
-    from rich.console import Console
     from rich.table import Table
+
+    from trader.cli.output import console
 
     table = Table(title="trader plugins", show_lines=False)
     for column in ("plugin", "distribution", "version", "registers", "status"):
@@ -37,4 +38,4 @@ def plugins_command(as_json: bool) -> None:
             registers or "-",
             status,
         )
-    Console().print(table)
+    console().print(table)
