@@ -72,7 +72,7 @@ def test_import_of_a_million_rows_shows_progress_is_idempotent_and_reports_bad_l
             "timeframe": "1m",
             "count": 999_997,
             "first": START,
-            "last": START + (1_000_000 - 1) * 60_000,
+            "last": START + (1_000_000 - 2) * 60_000,  # the last row was rejected
         }
     ]
     # The rejected rows' times are absent, so the store reports them as gaps.
@@ -80,7 +80,7 @@ def test_import_of_a_million_rows_shows_progress_is_idempotent_and_reports_bad_l
     assert [g["start"] for g in gaps] == [
         START + 9 * 60_000,
         START + 499_999 * 60_000,
-    ]  # the last row's candle is the end of the data, not a gap
+    ]  # the rejected last row shortens the data; it is not a gap
 
 
 def test_export_reproduces_what_was_imported(tmp_path: Path) -> None:
