@@ -19,19 +19,7 @@ async def open_candle_store(
     config: Config, host: PluginHost | None = None
 ) -> AsyncIterator[CandleStore]:
     """Build, open and finally close the candle store ``[storage.candles]`` names."""
-    host = host or get_plugin_manager()
-    component = config.storage.candles
-    store = cast(
-        CandleStore,
-        host.build(
-            Kind.CANDLE_STORE,
-            component.plugin,
-            _options(
-                host, Kind.CANDLE_STORE, component.plugin, component.options, "storage.candles"
-            ),
-            config.context(),
-        ),
-    )
+    store = cast(CandleStore, _build(config, host, Kind.CANDLE_STORE, "candles"))
     async with store:
         yield store
 
@@ -41,22 +29,23 @@ async def open_state_store(
     config: Config, host: PluginHost | None = None
 ) -> AsyncIterator[StateStore]:
     """Build, open and finally close the state store ``[storage.state]`` names."""
-    host = host or get_plugin_manager()
-    component = config.storage.state
-    store = cast(
-        StateStore,
-        host.build(
-            Kind.STATE_STORE,
-            component.plugin,
-            _options(host, Kind.STATE_STORE, component.plugin, component.options, "storage.state"),
-            config.context(),
-        ),
-    )
+    store = cast(StateStore, _build(config, host, Kind.STATE_STORE, "state"))
     async with store:
         yield store
 
 
-def _options(host: PluginHost, kind: Kind, name: str, raw: dict[str, object], where: str) -> object:
+def _build(config: Config, host: PluginHost | None, kind: Kind, table: str) -> object:
+    """Validate the options of ``[storage.<table>]`` and build the component it names."""
     from trader.config import validate_options
 
-    return validate_options(host.registration(kind, name), raw, where=where)
+    host = host or get_plugin_manager()
+    component = getattr(config.storage, table)
+    options = validate_options(
+        host.registration(kind, component.plugin),
+        component.plugin_options(),
+        where=f"{config.label}: storage.{table}",
+        reserved=("plugin",),
+        config_dir=config.config_dir,
+        environ=config.environ,
+    )
+    return host.build(kind, component.plugin, options, config.context())
