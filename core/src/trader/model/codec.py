@@ -1,8 +1,8 @@
 """msgpack encoding of model objects: ``unpack(pack(x)) == x`` for every model type.
 
-Decimals and integers beyond 64 bits travel as decimal strings (exact), timeframes as their spelling, dataclasses as the list
-of their field values (compact and fast), and :class:`CandleArrays` as raw little-endian column
-bytes. Unknown extension codes or type names raise :class:`~trader.errors.ModelError`; they never
+Decimals and integers beyond 64 bits travel as decimal strings (exact), timeframes as their
+spelling, dataclasses as the list of their field values (compact and fast), and
+:class:`CandleArrays` as raw little-endian column bytes. Unknown extension codes or type names raise :class:`~trader.errors.ModelError`; they never
 crash a receiver with anything else.
 """
 
