@@ -2,8 +2,8 @@
 
 Decimals and integers beyond 64 bits travel as decimal strings (exact), timeframes as their
 spelling, dataclasses as the list of their field values (compact and fast), and
-:class:`CandleArrays` as raw little-endian column bytes. Unknown extension codes or type names raise :class:`~trader.errors.ModelError`; they never
-crash a receiver with anything else.
+:class:`CandleArrays` as raw little-endian column bytes. Unknown extension codes or type names
+raise :class:`~trader.errors.ModelError`; they never crash a receiver with anything else.
 """
 
 from __future__ import annotations
