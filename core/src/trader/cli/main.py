@@ -27,6 +27,7 @@ BUILTIN_COMMANDS: dict[str, str] = {
     "config": "trader.cli.config_cmd:config_group",
     "data": "trader.cli.data_cmd:data_group",
     "plugin": "trader.cli.plugin_cmd:plugin_group",
+    "tasks": "trader.cli.tasks_cmd:tasks_group",
     "completion": "trader.cli.completion_cmd:completion",
 }
 
