@@ -1,7 +1,7 @@
 # The developer entry points. `make demo` and `make test` are the README's quick start.
 SHELL := /bin/bash
 PYTHON ?= python3
-VENV := .venv
+VENV ?= .venv
 BIN := $(VENV)/bin
 MEMBERS := core sdk $(wildcard plugins/*)
 # Re-run the install only when a member's packaging or a pin changes (keeps `make setup` quick).

@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import logging
 from decimal import Decimal
+from pathlib import Path
 
 import click
 import pytest
 from click.testing import CliRunner
 
 from trader.errors import CapabilityNotFound, PluginError
+from trader.interfaces import PluginContext
 from trader.model import Event, Order, OrderCheck
 from trader.plugins import PluginHost, get_plugin_manager, reset_plugin_manager
 from trader.registry import Kind
@@ -111,14 +113,14 @@ def test_a_taken_capability_name_is_reported_with_both_owners(
     )
 
 
-def test_a_plugin_cannot_take_a_default_plugins_name(make_distribution: MakeDistribution) -> None:
+def test_a_plugin_cannot_take_a_default_plugins_capability_name(
+    make_distribution: MakeDistribution,
+) -> None:
     make_distribution("trader-usurper", STORE_PLUGIN.format(name="sqlite"))
     host = load()
     assert host.registration(Kind.CANDLE_STORE, "sqlite").plugin == "sqlite"
-    assert (
-        "already registered by plugin sqlite (trader)"
-        in host.plugin_info("trader_usurper").problems[0]
-    )  # type: ignore[union-attr]
+    (message,) = host.plugin_info("trader_usurper").problems  # type: ignore[union-attr]
+    assert "already registered by plugin sqlite (trader)" in message
 
 
 def test_a_misspelt_hook_is_reported_with_a_suggestion_and_the_plugin_not_loaded(
@@ -197,15 +199,58 @@ def test_disable_plugins_skips_named_plugins_including_defaults(
     assert "schedulers" in host.plugins
 
 
-def test_duplicate_entry_point_names_are_reported(make_distribution: MakeDistribution) -> None:
+def test_a_clashing_entry_point_name_loads_from_neither_distribution(
+    make_distribution: MakeDistribution,
+) -> None:
     make_distribution("trader-first", STORE_PLUGIN.format(name="first"), entry="same_name")
     make_distribution("trader-second", STORE_PLUGIN.format(name="second"), entry="same_name")
     host = load()
-    assert host.plugin_info("same_name").distribution == "trader-first"  # type: ignore[union-attr]
-    assert any(
-        p.distribution == "trader-second" and "already used by trader-first" in p.message
-        for p in host.problems
+    assert host.plugin_info("same_name") is None
+    assert not {"first", "second"} & set(host.registry.names(Kind.CANDLE_STORE))
+    refused = {info.distribution: info for info in host.refused}
+    assert set(refused) == {"trader-first", "trader-second"}
+    assert refused["trader-first"].problems == [
+        "entry point name 'same_name' is also provided by trader-second; none of them is "
+        "loaded (uninstall the one you do not want)"
+    ]
+    assert not refused["trader-second"].loaded
+
+
+def test_an_installed_plugin_cannot_take_a_first_party_or_default_entry_point_name(
+    make_distribution: MakeDistribution,
+) -> None:
+    make_distribution("evil-dist", STORE_PLUGIN.format(name="evil"), entry="strategy_lua")
+    make_distribution("evil-two", STORE_PLUGIN.format(name="evil2"), entry="sqlite")
+    host = load()
+    assert host.plugin_info("strategy_lua") is None  # neither the real nor the impostor
+    assert {i.distribution for i in host.refused if i.name == "strategy_lua"} == {
+        "evil-dist",
+        "trader-strategy-lua",
+    }
+    sqlite = host.plugin_info("sqlite")
+    assert sqlite is not None and sqlite.problems == []  # the built-in keeps its name
+    (impostor,) = [i for i in host.refused if i.name == "sqlite"]
+    assert impostor.distribution == "evil-two"
+    assert "also provided by trader (a default plugin)" in impostor.problems[0]
+    assert "evil2" not in host.registry.names(Kind.CANDLE_STORE)
+
+
+def test_a_hook_wrapper_is_refused(make_distribution: MakeDistribution) -> None:
+    make_distribution(
+        "trader-wraps",
+        """
+        from trader.hookspecs import hookimpl
+
+        @hookimpl(wrapper=True)
+        def on_event(event):
+            yield
+        """,
     )
+    host = load()
+    assert host.plugin_info("trader_wraps").problems == [  # type: ignore[union-attr]
+        "implements on_event as a wrapper, which trader's hooks do not support "
+        "(the plugin is not loaded)"
+    ]
 
 
 def test_missing_capability_names_the_distribution_to_install() -> None:
@@ -213,9 +258,20 @@ def test_missing_capability_names_the_distribution_to_install() -> None:
     with pytest.raises(CapabilityNotFound) as raised:
         host.registration(Kind.EXCHANGE, "bitfinex")
     assert "no exchange named 'bitfinex' is installed" in str(raised.value)
-    assert "pip install trader-exchange-bitfinex" in str(raised.value)
-    with pytest.raises(CapabilityNotFound, match="pip install trader-storage-foo"):
-        host.registration(Kind.CANDLE_STORE, "foo")
+    assert "install it with: pip install trader-exchange-bitfinex" in str(raised.value)
+    # Unknown names never get a made-up package name (anyone could register it).
+    with pytest.raises(CapabilityNotFound) as raised:
+        host.registration(Kind.CANDLE_STORE, "sqlit")
+    assert "did you mean 'sqlite'?" in str(raised.value)
+    assert "pip install" not in str(raised.value)
+    with pytest.raises(CapabilityNotFound, match="`trader plugins` lists what is installed"):
+        host.registration(Kind.CANDLE_STORE, "zzz")
+
+
+def test_missing_capability_mentions_disabled_plugins() -> None:
+    host = load(TRADER_DISABLE_PLUGINS="sqlite")
+    with pytest.raises(CapabilityNotFound, match=r"TRADER_DISABLE_PLUGINS is set: sqlite"):
+        host.registration(Kind.CANDLE_STORE, "sqlite")
 
 
 def test_a_factory_that_fails_is_a_plugin_error_naming_the_plugin(
@@ -427,3 +483,9 @@ def test_hook_on_event_reaches_every_plugin_even_when_one_fails(
 
     assert trader_notify_log.seen == ["order.filled"]
     assert "plugin trader_notify_broken failed handling event order.filled" in caplog.text
+
+
+def test_plugin_context_repr_never_shows_settings(tmp_path: Path) -> None:
+    context = PluginContext(tmp_path, tmp_path, settings={"secret_key": "hunter2-very-secret"})
+    assert "hunter2" not in repr(context)
+    assert "hunter2" not in str(context)

@@ -3,8 +3,10 @@
 A plugin is a module (found through the entry-point group ``trader``) whose functions are
 decorated with :data:`hookimpl` and named after the hooks below. Every hook is called with
 keyword arguments only; an implementation may accept fewer parameters than the specification
-(so new parameters can be added without breaking plugins). Implementations run in reverse
-registration order, third-party plugins before the defaults.
+(so new parameters can be added without breaking plugins). Registration hooks run once per
+plugin, the default plugins first and then installed ones by distribution name, so the first
+plugin to register a name keeps it. ``check_order`` and ``on_event`` run in pluggy's order (last
+registered first). Hook wrappers are not supported: a plugin that declares one is not loaded.
 
 Hooks are synchronous and cheap: they register factories and make quick decisions. Slow or
 I/O-bound work belongs to the objects the factories create, which are async.

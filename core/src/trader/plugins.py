@@ -21,7 +21,7 @@ import functools
 import importlib
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING, Any
@@ -30,7 +30,7 @@ import pluggy
 
 import trader
 from trader import hookspecs
-from trader.errors import PluginError
+from trader.errors import CapabilityNotFound, PluginError
 from trader.registry import Kind, Registration, Registry, check_registration
 
 if TYPE_CHECKING:
@@ -60,6 +60,8 @@ class PluginInfo:
     hooks: list[str] = field(default_factory=list)
     registers: dict[str, list[str]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    loaded: bool = True
+    """False for a plugin that was refused before import (an entry-point name clash)."""
 
     @property
     def error(self) -> str | None:
@@ -76,6 +78,7 @@ class PluginInfo:
             "hooks": self.hooks,
             "registers": self.registers,
             "problems": self.problems,
+            "loaded": self.loaded,
         }
 
 
@@ -113,6 +116,9 @@ class PluginHost:
         self.pm.add_hookspecs(hookspecs)
         self.registry = Registry()
         self.plugins: dict[str, PluginInfo] = {}
+        """Plugins that were loaded (or tried), by name."""
+        self.refused: list[PluginInfo] = []
+        """Plugins refused before import, because their entry-point name is not unique."""
         self.problems: list[PluginProblem] = []
 
     # loading ------------------------------------------------------------------------------
@@ -126,12 +132,11 @@ class PluginHost:
             info = PluginInfo(name, module_name, "trader", trader.__version__, default=True)
             self._load_one(info, functools.partial(importlib.import_module, module_name))
         for entry_point in self._selected_entry_points():
-            dist = entry_point.dist
             info = PluginInfo(
                 entry_point.name,
                 entry_point.value,
-                dist.name if dist else "unknown",
-                dist.version if dist else "unknown",
+                _dist_name(entry_point),
+                _dist_version(entry_point),
             )
             self._load_one(info, entry_point.load)
         for kind in Kind:
@@ -142,29 +147,39 @@ class PluginHost:
         return self
 
     def _selected_entry_points(self) -> list[EntryPoint]:
-        chosen: dict[str, EntryPoint] = {}
-        for entry_point in sorted(
-            entry_points(group=ENTRY_POINT_GROUP),
-            key=lambda ep: ((ep.dist.name if ep.dist else ""), ep.name),
-        ):
+        """The entry points to load, in distribution order.
+
+        An entry-point name provided by more than one distribution, or equal to a default
+        plugin's name, loads from none of them: picking one would let any installed package
+        silently replace another (or a built-in) plugin. Each is reported and listed as refused.
+        """
+        by_name: dict[str, dict[str, EntryPoint]] = {}
+        for entry_point in entry_points(group=ENTRY_POINT_GROUP):
             names = {_normalise(entry_point.name)}
             if entry_point.dist is not None:
                 names.add(_normalise(entry_point.dist.name))
             if names & self.disabled or (self.only and not names & self.only):
                 continue
-            if entry_point.name in chosen or entry_point.name in self.plugins:
-                other = chosen.get(entry_point.name)
-                first = other.dist.name if other is not None and other.dist else "trader"
-                dist_name = entry_point.dist.name if entry_point.dist else "unknown"
-                self._problem(
-                    entry_point.name,
-                    dist_name,
-                    f"entry point name {entry_point.name!r} is already used by {first}; "
-                    "this one is ignored (entry point names must be unique)",
-                )
+            by_name.setdefault(entry_point.name, {})[_dist_name(entry_point)] = entry_point
+        chosen: list[EntryPoint] = []
+        for name, providers in sorted(by_name.items()):
+            default = name in {module.rsplit(".", 1)[1] for module in DEFAULT_PLUGINS}
+            if len(providers) == 1 and not default:
+                chosen.extend(providers.values())
                 continue
-            chosen[entry_point.name] = entry_point
-        return list(chosen.values())
+            others = sorted(providers) + (["trader (a default plugin)"] if default else [])
+            for dist_name, entry_point in sorted(providers.items()):
+                rivals = ", ".join(o for o in others if o != dist_name)
+                info = PluginInfo(
+                    name, entry_point.value, dist_name, _dist_version(entry_point), loaded=False
+                )
+                self.refused.append(info)
+                self._problem(
+                    info,
+                    f"entry point name {name!r} is also provided by {rivals}; none of them "
+                    "is loaded (uninstall the one you do not want)",
+                )
+        return sorted(chosen, key=lambda ep: (_dist_name(ep), ep.name))
 
     def _load_one(self, info: PluginInfo, loader: Callable[[], Any]) -> None:
         self.plugins[info.name] = info
@@ -173,20 +188,34 @@ class PluginHost:
         except BaseException as error:  # a plugin may raise anything, even SystemExit
             if isinstance(error, KeyboardInterrupt):
                 raise
-            self._problem(info.name, info.distribution, f"failed to import: {_describe(error)}")
+            self._problem(info, f"failed to import: {_describe(error)}")
             return
         try:
             self.pm.register(module, name=info.name)
         except Exception as error:  # pluggy.PluginValidationError and ValueError (duplicates)
-            self._problem(info.name, info.distribution, f"rejected: {_describe(error)}")
+            self._problem(info, f"rejected: {_describe(error)}")
             return
-        unknown = [
-            caller.name for caller in self.pm.get_hookcallers(module) or [] if caller.spec is None
+        callers = self.pm.get_hookcallers(module) or []
+        unknown = [caller.name for caller in callers if caller.spec is None]
+        wrappers = [
+            caller.name
+            for caller in callers
+            for impl in caller.get_hookimpls()
+            if impl.plugin is module and (impl.hookwrapper or impl.wrapper)
         ]
+        if wrappers:
+            self.pm.unregister(module)
+            for hook_name in wrappers:
+                self._problem(
+                    info,
+                    f"implements {hook_name} as a wrapper, which trader's hooks do not "
+                    "support (the plugin is not loaded)",
+                )
+            return
         if unknown:
             self.pm.unregister(module)
             for hook_name in unknown:
-                self._problem(info.name, info.distribution, _unknown_hook_message(hook_name))
+                self._problem(info, _unknown_hook_message(hook_name))
             return
         info.hooks = sorted(caller.name for caller in self.pm.get_hookcallers(module) or [])
 
@@ -198,9 +227,7 @@ class PluginHost:
             try:
                 impl.function(**_kwargs_for(impl, register=register))
             except Exception as error:
-                self._problem(
-                    info.name, info.distribution, f"{kind.hook} raised {_describe(error)}"
-                )
+                self._problem(info, f"{kind.hook} raised {_describe(error)}")
 
     def _register_callback(self, kind: Kind, info: PluginInfo) -> Callable[..., None]:
         def register(
@@ -212,13 +239,12 @@ class PluginHost:
         ) -> None:
             malformed = check_registration(name, factory, options, summary)
             if malformed is not None:
-                self._problem(info.name, info.distribution, f"malformed {kind.label}: {malformed}")
+                self._problem(info, f"malformed {kind.label}: {malformed}")
                 return
             taken = self.registry.entries[kind].get(name)
             if taken is not None:
                 self._problem(
-                    info.name,
-                    info.distribution,
+                    info,
                     f"{kind.label} name {name!r} is already registered by plugin {taken.plugin} "
                     f"({taken.distribution}); this registration is ignored",
                 )
@@ -229,11 +255,10 @@ class PluginHost:
 
         return register
 
-    def _problem(self, plugin: str, distribution: str, message: str) -> None:
-        problem = PluginProblem(plugin, distribution, message)
+    def _problem(self, info: PluginInfo, message: str) -> None:
+        problem = PluginProblem(info.name, info.distribution, message)
         self.problems.append(problem)
-        if plugin in self.plugins:
-            self.plugins[plugin].problems.append(message)
+        info.problems.append(message)
         log.warning("%s", problem)
 
     # queries ------------------------------------------------------------------------------
@@ -244,7 +269,15 @@ class PluginHost:
 
     def registration(self, kind: Kind, name: str) -> Registration:
         """The capability ``name`` of ``kind``; ``CapabilityNotFound`` (with a hint) if absent."""
-        return self.registry.get(kind, name)
+        try:
+            return self.registry.get(kind, name)
+        except CapabilityNotFound as error:
+            if self.disabled:
+                names = ", ".join(sorted(self.disabled))
+                raise CapabilityNotFound(
+                    f"{error} (TRADER_DISABLE_PLUGINS is set: {names})"
+                ) from None
+            raise
 
     def build(self, kind: Kind, name: str, options: Any, context: Any) -> Any:
         """Build the capability ``name`` of ``kind`` from options (validated here) and context."""
@@ -275,22 +308,19 @@ class PluginHost:
             try:
                 impl.function(**_kwargs_for(impl, cli=cli))
             except Exception as error:
-                self._problem(
-                    info.name, info.distribution, f"register_commands raised {_describe(error)}"
-                )
+                self._problem(info, f"register_commands raised {_describe(error)}")
             for name, command in before.items():
                 if cli.commands.get(name) is not command:
                     cli.commands[name] = command
                     self._problem(
-                        info.name,
-                        info.distribution,
+                        info,
                         f"command {name!r} already exists; the plugin's command is ignored",
                     )
 
     def check_order(self, check: OrderCheck) -> list[str]:
         """Ask every risk plugin about an order; return every veto reason (empty: allowed)."""
         reasons: list[str] = []
-        for impl in self.pm.hook.check_order.get_hookimpls():
+        for impl in reversed(self.pm.hook.check_order.get_hookimpls()):
             try:
                 reason = impl.function(**_kwargs_for(impl, check=check))
             except Exception as error:
@@ -301,11 +331,19 @@ class PluginHost:
 
     def emit_event(self, event: Event) -> None:
         """Tell every plugin about an event; a plugin's exception is logged and ignored."""
-        for impl in self.pm.hook.on_event.get_hookimpls():
+        for impl in reversed(self.pm.hook.on_event.get_hookimpls()):
             try:
                 impl.function(**_kwargs_for(impl, event=event))
             except Exception:
                 log.exception("plugin %s failed handling event %s", impl.plugin_name, event.kind)
+
+
+def _dist_name(entry_point: EntryPoint) -> str:
+    return entry_point.dist.name if entry_point.dist is not None else "unknown"
+
+
+def _dist_version(entry_point: EntryPoint) -> str:
+    return entry_point.dist.version if entry_point.dist is not None else "unknown"
 
 
 def _kwargs_for(impl: pluggy.HookImpl, **available: Any) -> dict[str, Any]:
@@ -343,7 +381,3 @@ def reset_plugin_manager() -> None:
     """Forget the loaded host, so the next :func:`get_plugin_manager` loads afresh."""
     global _host
     _host = None
-
-
-def iter_problems(host: PluginHost | None = None) -> Iterable[PluginProblem]:
-    return list((host or get_plugin_manager()).problems)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -127,25 +128,24 @@ KNOWN_PROVIDERS: dict[tuple[Kind, str], str] = {
     (Kind.STRATEGY_RUNTIME, "python"): "trader-strategy-python",
 }
 
-_KIND_FAMILY = {
-    Kind.EXCHANGE: "exchange",
-    Kind.CANDLE_STORE: "storage",
-    Kind.STATE_STORE: "storage",
-    Kind.STRATEGY_RUNTIME: "strategy",
-    Kind.SCHEDULER: "scheduler",
-}
 
+def suggested_distribution(kind: Kind, name: str) -> str | None:
+    """The first-party distribution that provides ``name``, or ``None`` when none does.
 
-def suggested_distribution(kind: Kind, name: str) -> str:
-    """The distribution that most likely provides ``name``: a known one, else the convention."""
-    return KNOWN_PROVIDERS.get(
-        (kind, name), f"trader-{_KIND_FAMILY[kind]}-{name.replace('_', '-')}"
-    )
+    Only known distributions are suggested: a name made up from a convention could be
+    registered by anyone on a package index, and suggesting it would invite typosquatting.
+    """
+    return KNOWN_PROVIDERS.get((kind, name))
 
 
 def missing_capability_message(kind: Kind, name: str, available: list[str]) -> str:
+    """Say that ``name`` is not installed, and what to do: install it, or fix a typo."""
     have = ", ".join(available) if available else "none"
-    return (
-        f"no {kind.label} named {name!r} is installed (installed: {have}); "
-        f"try: pip install {suggested_distribution(kind, name)}"
-    )
+    message = f"no {kind.label} named {name!r} is installed (installed: {have})"
+    distribution = suggested_distribution(kind, name)
+    if distribution is not None:
+        return f"{message}; install it with: pip install {distribution}"
+    close = difflib.get_close_matches(name, available, n=1)
+    if close:
+        return f"{message}; did you mean {close[0]!r}?"
+    return f"{message}; `trader plugins` lists what is installed"

@@ -33,14 +33,21 @@ BUILTIN_COMMANDS: dict[str, str] = {
 
 
 class TraderGroup(click.Group):
-    """The top-level group: built-in commands load lazily; plugins' commands follow them."""
+    """The top-level group: built-in commands load lazily; plugins' commands follow them.
+
+    Plugins are loaded only when a command that is not built in is asked for, or when every
+    command is listed (help, completion), so built-in commands never pay for loading plugins
+    they do not use.
+    """
 
     def list_commands(self, ctx: click.Context) -> list[str]:
+        _add_plugin_commands(self)
         return [*BUILTIN_COMMANDS, *(n for n in self.commands if n not in BUILTIN_COMMANDS)]
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         target = BUILTIN_COMMANDS.get(cmd_name)
         if target is None:
+            _add_plugin_commands(self)
             return self.commands.get(cmd_name)
         module_name, attribute = target.split(":")
         command = getattr(importlib.import_module(module_name), attribute)
@@ -82,19 +89,26 @@ def load_cli_config(ctx: click.Context) -> Any:
 _plugins_added = False
 
 
-def build_cli() -> click.Group:
-    """The complete command tree: built-in commands, then plugins' commands."""
+def _add_plugin_commands(group: click.Group) -> None:
+    """Let plugins add their commands, once; built-in names stay taken."""
     global _plugins_added
-    if not _plugins_added:
-        from trader.plugins import get_plugin_manager
+    if _plugins_added:
+        return
+    _plugins_added = True
+    from trader.plugins import get_plugin_manager
 
-        # Plugins see placeholders for the built-in names, so they cannot take them.
+    # Plugins see placeholders for the built-in names, so they cannot take them.
+    for name in BUILTIN_COMMANDS:
+        group.commands.setdefault(name, click.Command(name))
+    try:
+        get_plugin_manager().add_commands(group)
+    finally:
         for name in BUILTIN_COMMANDS:
-            cli.commands.setdefault(name, click.Command(name))
-        get_plugin_manager().add_commands(cli)
-        for name in BUILTIN_COMMANDS:
-            cli.commands.pop(name, None)
-        _plugins_added = True
+            group.commands.pop(name, None)
+
+
+def build_cli() -> click.Group:
+    """The ``trader`` command group (plugins' commands join it when first needed)."""
     return cli
 
 

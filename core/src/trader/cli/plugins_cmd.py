@@ -14,11 +14,12 @@ from trader.plugins import get_plugin_manager
 def plugins_command(as_json: bool) -> None:
     """List plugins: distribution, version, and what each registers."""
     host = get_plugin_manager()
-    infos = list(host.plugins.values())
+    infos = [*host.plugins.values(), *host.refused]
     if as_json:
         click.echo(json.dumps([info.to_dict() for info in infos], indent=2))
         return
     from rich.table import Table
+    from rich.text import Text
 
     from trader.cli.output import console
 
@@ -30,12 +31,12 @@ def plugins_command(as_json: bool) -> None:
             f"{kind.replace('_', ' ')}: {', '.join(names)}"
             for kind, names in info.registers.items()
         )
-        status = "[red]" + "; ".join(info.problems) + "[/red]" if info.problems else "ok"
+        status = Text("; ".join(info.problems), style="red") if info.problems else Text("ok")
         table.add_row(
-            info.name + (" (default)" if info.default else ""),
-            info.distribution,
-            info.version,
-            registers or "-",
+            Text(info.name + (" (default)" if info.default else "")),
+            Text(info.distribution),
+            Text(info.version),
+            Text(registers or "-"),
             status,
         )
     console().print(table)

@@ -22,7 +22,8 @@ class PluginContext:
 
     data_dir: Path
     config_dir: Path
-    settings: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict, repr=False)
+    """May hold secrets (the key for secrets at rest): never shown by ``repr``."""
 
     def resolve_path(self, path: str | Path) -> Path:
         """Resolve ``path`` against ``config_dir`` (``~`` expanded); absolute paths stay."""
