@@ -43,7 +43,22 @@ class DataError(TraderError):
 
 
 class ExchangeError(TraderError):
-    """An exchange call failed. Subclasses tell transient failures from permanent ones."""
+    """An exchange call failed. The subclasses say what the engine does about it."""
+
+
+class ExchangeUnavailable(ExchangeError):
+    """A transient failure: timeout, rate limit, maintenance, dropped connection. Adapters retry
+    within their rate limits; what reaches the engine pauses trading on that exchange."""
+
+
+class OrderRejected(ExchangeError):
+    """The exchange refused the order (funds, size, price, market closed). Final: the order
+    task moves to ``rejected`` and the order is never retried."""
+
+
+class OrderOutcomeUnknown(ExchangeError):
+    """The request may or may not have reached the exchange. The order task moves to
+    ``reconciling`` and asks the exchange by client order id before anything is resubmitted."""
 
 
 class StrategyError(TraderError):

@@ -34,14 +34,17 @@ class CandleUpdate:
 class Exchange(Component):
     """An exchange account and its market data, in unified symbols.
 
-    Contract, checked by the exchange conformance suite in ``trader_sdk.testing``:
+    Contract (the exchange conformance suite in ``trader_sdk.testing`` will check it; it arrives
+    with the strategies and backtests work):
 
     * :meth:`submit_order` is idempotent by ``order.client_order_id``: submitting an id the
       exchange already knows returns that order and never creates a second one.
     * Prices and amounts arrive rounded to the market's precision; an adapter rejects (it does
       not silently re-round) anything else.
     * Transient failures (timeouts, rate limits, maintenance) are retried inside the adapter
-      within its rate limits; what remains raises :class:`~trader.errors.ExchangeError`.
+      within its rate limits; what remains raises :class:`~trader.errors.ExchangeUnavailable`.
+      A refused order raises :class:`~trader.errors.OrderRejected`; a submission whose fate is
+      unknown raises :class:`~trader.errors.OrderOutcomeUnknown`.
     * Secrets never appear in logs, reprs or exception messages.
     """
 
