@@ -32,6 +32,7 @@ from trader.config import (
     parse_config,
     validate_options,
 )
+from trader.config.check import check_file
 from trader.errors import ConfigError
 from trader.model import Timeframe
 from trader.plugins import PluginHost, get_plugin_manager
@@ -167,9 +168,13 @@ def test_data_dir_resolves_against_the_file_and_defaults_to_trader_home(tmp_path
 # --- the starter file ---------------------------------------------------------------------
 
 
-def test_the_starter_file_loads_cleanly_as_the_defaults_beside_it(tmp_path: Path) -> None:
+def test_the_starter_file_loads_cleanly_as_the_built_in_defaults(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, STARTER_TOML))
-    assert config.data_dir == tmp_path / "data"
+    # data_dir is left at its default, so candles already stored there stay in view.
+    assert config.data_dir == trader_home()
+    assert config.data_dir == default_config().data_dir
+    assert re.search(r"(?m)^data_dir", STARTER_TOML) is None
+    assert re.search(r"(?m)^#data_dir = ", STARTER_TOML) is not None
     assert config.storage.candles.plugin == "sqlite"
     assert config.risk.kill_switch is False
     assert config.exchanges == {}
@@ -177,6 +182,7 @@ def test_the_starter_file_loads_cleanly_as_the_defaults_beside_it(tmp_path: Path
 
 def test_the_starter_files_examples_are_valid_once_uncommented(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, uncomment_examples(STARTER_TOML)))
+    assert config.data_dir == tmp_path / "data"
     assert set(config.exchanges) == {"bitfinex", "bitfinex_savings"}
     assert config.exchanges["bitfinex_savings"].plugin == "bitfinex"
     assert config.strategies["sma_cross"].runtime == "lua"
@@ -240,8 +246,8 @@ def test_types_are_strict_and_messages_name_types_not_values(tmp_path: Path) -> 
     )
     problems = problems_of(path)
     assert [p.split(": ", 1)[1] for p in problems] == [
-        "risk.max_position_fraction: must be less than or equal to 1",
         "risk.kill_switch: expected true or false, got a string",
+        "risk.max_position_fraction: must be less than or equal to 1",
         "cluster.transport: must be one of 'inproc', 'ipc' or 'tcp'",
     ]
 
@@ -381,11 +387,11 @@ def test_assignment_mistakes_are_all_reported(tmp_path: Path) -> None:
         "assignments[0].timeframe: invalid timeframe '7m': a minute timeframe must be one of "
         "1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30 minutes so candles tile evenly",
         "assignments[1].allocation: must be greater than 0",
-        "assignments[2].unknown: unknown key",
         "assignments[2].strategy: no [strategies.nope] table is defined (defined: sma)",
-        "assignments[3].id: duplicate id 'x', already used by assignments[2]",
+        "assignments[2].unknown: unknown key",
         "assignments[3].symbol: invalid symbol 'tBTCUSD': expected BASE/QUOTE in upper case, "
         "such as BTC/USD",
+        "assignments[3].id: duplicate id 'x', already used by assignments[2]",
     ]
 
 
@@ -664,7 +670,9 @@ def host_without_entry_points() -> PluginHost:
     return PluginHost(environ={"TRADER_LOAD_PLUGINS": "no-such-distribution"}).load()
 
 
-def test_check_suggests_the_distribution_for_each_missing_capability(tmp_path: Path) -> None:
+def test_check_suggests_only_known_distributions_for_missing_capabilities(
+    tmp_path: Path,
+) -> None:
     (tmp_path / "sma.lua").write_text("-- a strategy\n")
     path = write(
         tmp_path,
@@ -678,21 +686,39 @@ def test_check_suggests_the_distribution_for_each_missing_capability(tmp_path: P
         [schedules.report]
         scheduler = "lunar"
         task = "report.daily"
+        [schedules.tick]
+        scheduler = "intervall"
+        task = "tick"
         """,
     )
     problems = check_config(load_config(path), host_without_entry_points())
-    assert [p.split(": ", 1)[1] for p in problems] == [
-        "storage.candles.plugin: no candle store named 'timescale' is installed (installed: "
-        "sqlite); try: pip install trader-storage-timescale",
-        "exchanges.bitfinex: no exchange named 'bitfinex' is installed (installed: none); try: "
-        "pip install trader-exchange-bitfinex",
-        "exchanges.foo: no exchange named 'foo' is installed (installed: none); try: pip install "
-        "trader-exchange-foo",
-        "strategies.sma.runtime: no strategy runtime named 'lua' is installed (installed: none); "
-        "try: pip install trader-strategy-lua",
-        "schedules.report.scheduler: no scheduler named 'lunar' is installed (installed: "
-        "candle_close, cron, interval); try: pip install trader-scheduler-lunar",
+    places = [p.split(": ")[1] for p in problems]
+    assert places == [
+        "storage.candles.plugin",
+        "exchanges.bitfinex",
+        "exchanges.foo",
+        "strategies.sma.runtime",
+        "schedules.report.scheduler",
+        "schedules.tick.scheduler",
     ]
+    timescale, bitfinex, foo, lua, lunar, intervall = problems
+    # First-party capabilities name the distribution that provides them.
+    assert timescale.split(": ", 1)[1].startswith(
+        "storage.candles.plugin: no candle store named 'timescale' is installed (installed: sqlite)"
+    )
+    assert timescale.endswith("pip install trader-storage-timescale")
+    assert bitfinex.endswith("pip install trader-exchange-bitfinex")
+    assert lua.endswith("pip install trader-strategy-lua")
+    # Unknown names get no made-up distribution name (anyone could register it on an index).
+    assert "no exchange named 'foo' is installed (installed: none)" in foo
+    assert "no scheduler named 'lunar' is installed (installed: candle_close, cron, interval)" in (
+        lunar
+    )
+    for problem in (foo, lunar, intervall):
+        assert "pip install" not in problem, problem
+    assert "trader-exchange-foo" not in foo and "trader-scheduler-lunar" not in lunar
+    # A name close to an installed one is taken for a typo.
+    assert "did you mean" in intervall and "interval" in intervall.split("did you mean")[1]
 
 
 def test_check_validates_options_files_keys_and_secrets(
@@ -748,6 +774,131 @@ def test_check_validates_options_files_keys_and_secrets(
     (tmp_path / "keys").mkdir()
     config = load_config(write(tmp_path, fixed), environ={"PAPER_KEY": "k"})
     assert check_config(config, host) == []
+
+
+# --- every stage at once -------------------------------------------------------------------
+
+ACROSS_STAGES = """
+[risk]
+max_order_per_minute = 5
+
+[storage.candles]
+plugin = "sqlite"
+busy_timeout_ms = "lots"
+pathh = "x.db"
+
+[exchanges.bitfinex]
+api_key = "${BITFINEX_API_KEY}"
+
+[exchanges.odd]
+plugin = "Bad Name"
+
+[strategies.sma]
+path = "sma.lua"
+
+[schedules.tick]
+scheduler = "interval"
+task = "tick"
+evry = "5m"
+"""
+
+
+def test_check_file_reports_mistakes_of_every_stage_in_one_list(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, ACROSS_STAGES)
+    problems = check_file("trader.toml", host_without_entry_points(), environ={})
+    places = [p.split(": ")[1] for p in problems]
+    assert places == [
+        # structural: the file's own keys
+        "risk.max_order_per_minute",
+        # plugin options, although [risk] is broken
+        "storage.candles.pathh",
+        "storage.candles.busy_timeout_ms",
+        # a missing capability and its secret, although a sibling exchange is broken
+        "exchanges.bitfinex",
+        "exchanges.bitfinex.api_key",
+        "exchanges.odd.plugin",
+        # files and runtimes
+        "strategies.sma.path",
+        "strategies.sma.runtime",
+        "schedules.tick.evry",
+        "schedules.tick.every",
+    ], problems
+    assert all(p.startswith("trader.toml: ") for p in problems)
+    text = "\n".join(problems)
+    assert "unknown key; did you mean max_orders_per_minute?" in problems[0]
+    assert "candle store 'sqlite' has no such option; did you mean path?" in problems[1]
+    assert problems[2].endswith("expected an integer, got a string")
+    assert problems[3].endswith("pip install trader-exchange-bitfinex")
+    assert problems[4].endswith("environment variable BITFINEX_API_KEY is not set")
+    assert "'Bad Name' is not a plugin name" in problems[5]
+    assert "sma.lua does not exist" in problems[6]
+    assert "no strategy runtime named 'lua' is installed" in problems[7]
+    assert "did you mean every?" in text
+
+    # load_config keeps its contract: the file's own problems, all of them, plugins unread...
+    assert [p.split(": ")[1] for p in problems_of(Path("trader.toml"))] == [
+        "risk.max_order_per_minute",
+        "exchanges.odd.plugin",
+    ]
+    # ...and with a host it adds the options of the components asked for, in file order.
+    with_stores = problems_of(
+        Path("trader.toml"), host=host_without_entry_points(), components=["storage"]
+    )
+    assert [p.split(": ")[1] for p in with_stores] == [
+        "risk.max_order_per_minute",
+        "storage.candles.pathh",
+        "storage.candles.busy_timeout_ms",
+        "exchanges.odd.plugin",
+    ]
+    everything = problems_of(Path("trader.toml"), host=host_without_entry_points())
+    assert [p.split(": ")[1] for p in everything] == [
+        place
+        for place in places
+        if place not in ("exchanges.bitfinex.api_key", "strategies.sma.path")
+    ]
+
+
+def test_a_broken_table_is_left_out_of_the_plugin_checks_not_checked_as_defaults(
+    tmp_path: Path,
+) -> None:
+    path = write(
+        tmp_path,
+        """
+        [storage.candles]
+        plugin = "not a name"
+        password = "literal"
+
+        [storage.state]
+        busy_timeout_s = "long"
+        """,
+    )
+    problems = check_file(path, host_without_entry_points())
+    assert [p.split(": ", 1)[1] for p in problems] == [
+        "storage.candles.plugin: 'not a name' is not a plugin name: use lower case letters, "
+        "digits and _, starting with a letter (such as sqlite)",
+        "storage.candles.password: literal secrets are not allowed; use ${ENV_VAR} or file:PATH",
+        "storage.state.busy_timeout_s: expected a number, got a string",
+    ]
+
+
+def test_check_file_reports_a_file_it_cannot_read_as_one_problem(tmp_path: Path) -> None:
+    broken = write(tmp_path, "risk = = 3\n")
+    assert check_file(broken) == [
+        f"{broken}: line 1, column 8: invalid TOML: invalid value",
+    ]
+    assert check_file(tmp_path / "none.toml")[0].endswith(
+        f"file not found; create one with `trader config init {tmp_path / 'none.toml'}`"
+    )
+
+
+def test_check_file_without_a_file_checks_the_built_in_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert check_file(host=host_without_entry_points()) == []
 
 
 # --- the reference documentation ----------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import textwrap
 from pathlib import Path
 
@@ -9,8 +11,11 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
+from trader.app import open_candle_store
 from trader.cli.config_cmd import config_group
-from trader.config import STARTER_TOML, load_config
+from trader.config import STARTER_TOML, Config, default_config, load_config
+from trader.model import SeriesKey, Timeframe
+from trader.synthetic import generate_candles
 
 
 @pytest.fixture
@@ -35,7 +40,25 @@ def test_init_writes_the_commented_starter_file_which_loads(in_tmp: Path) -> Non
     written = in_tmp / "trader.toml"
     assert written.read_text() == STARTER_TOML
     assert "wrote trader.toml" in result.stdout
-    assert load_config(written).data_dir == in_tmp / "data"
+    # data_dir is left at the default ($TRADER_HOME here), not moved beside the file.
+    assert load_config(written).data_dir == Path(os.environ["TRADER_HOME"])
+
+
+def test_candles_stored_before_init_stay_in_view_after_it(in_tmp: Path) -> None:
+    series = SeriesKey("demo", "BTC/USD", Timeframe.parse("1m"))
+    candles = generate_candles(series.timeframe, 1_704_067_200_000, 5, seed=3)
+
+    async def store(config: Config) -> None:
+        async with open_candle_store(config) as candle_store:
+            await candle_store.write(series, candles)
+
+    async def stored(config: Config) -> int:
+        async with open_candle_store(config) as candle_store:
+            return len(await candle_store.read(series))
+
+    asyncio.run(store(default_config()))
+    assert run("init").exit_code == 0
+    assert asyncio.run(stored(load_config(in_tmp / "trader.toml"))) == 5
 
 
 def test_init_refuses_to_overwrite_without_force(in_tmp: Path) -> None:
@@ -74,7 +97,7 @@ def test_check_passes_the_starter_file_and_summarises_it(in_tmp: Path) -> None:
     lines = result.stdout.splitlines()
     assert lines[0] == "ok: trader.toml"
     summary = {line.split()[0]: line for line in lines[1:]}
-    assert f"{in_tmp / 'data'}" in summary["data"]
+    assert summary["data"].split()[-1] == os.environ["TRADER_HOME"]
     assert summary["candle"].split()[-1] == "sqlite"
     assert summary["exchanges"].split()[-1] == "none"
     assert "inproc, broker inproc://trader-broker, 2 local workers" in summary["cluster"]
@@ -113,7 +136,7 @@ def test_check_prints_every_load_problem_and_never_a_secret(in_tmp: Path) -> Non
     assert "s3cret" not in result.output
 
 
-def test_check_suggests_what_to_install_for_missing_plugins(in_tmp: Path) -> None:
+def test_check_suggests_what_to_install_only_for_known_plugins(in_tmp: Path) -> None:
     write(
         in_tmp,
         """
@@ -127,14 +150,43 @@ def test_check_suggests_what_to_install_for_missing_plugins(in_tmp: Path) -> Non
     assert result.exit_code == 1
     problems = result.stderr.splitlines()
     assert problems[0].startswith("trader.toml: exchanges.bitfinex: no exchange named 'bitfinex'")
-    assert problems[0].endswith("try: pip install trader-exchange-bitfinex")
-    assert problems[1].endswith("try: pip install trader-exchange-foo")
-    assert problems[2:] == [
+    assert problems[0].endswith("pip install trader-exchange-bitfinex")
+    assert problems[1:3] == [
         "trader.toml: exchanges.bitfinex.api_key: environment variable BITFINEX_API_KEY is not set",
         "trader.toml: exchanges.bitfinex.api_secret: environment variable BITFINEX_API_SECRET is "
         "not set",
-        "error: 4 configuration problems",
     ]
+    # No distribution name is made up for an unknown plugin: it could be anyone's package.
+    assert problems[3].startswith(
+        "trader.toml: exchanges.foo: no exchange named 'foo' is installed (installed: none)"
+    )
+    assert "pip install" not in problems[3] and "trader-exchange-foo" not in problems[3]
+    assert problems[4:] == ["error: 4 configuration problems"]
+
+
+def test_check_reports_file_and_plugin_option_mistakes_together(in_tmp: Path) -> None:
+    write(
+        in_tmp,
+        """
+        [risk]
+        max_order_per_minute = 5
+
+        [storage.candles]
+        plugin = "sqlite"
+        busy_timeout_ms = "lots"
+        pathh = "x.db"
+        """,
+    )
+    result = run("check")
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        "trader.toml: risk.max_order_per_minute: unknown key; did you mean max_orders_per_minute?",
+        "trader.toml: storage.candles.pathh: unknown key: candle store 'sqlite' has no such "
+        "option; did you mean path?",
+        "trader.toml: storage.candles.busy_timeout_ms: expected an integer, got a string",
+        "error: 3 configuration problems",
+    ]
+    assert result.stdout == ""
 
 
 def test_check_reads_the_path_the_top_level_config_option_gave(in_tmp: Path) -> None:

@@ -7,13 +7,8 @@ from typing import IO, Any, NoReturn
 
 import click
 
-from trader.config import (
-    DEFAULT_FILE_NAME,
-    STARTER_TOML,
-    Config,
-    check_config,
-    load_config,
-)
+from trader.config import DEFAULT_FILE_NAME, STARTER_TOML, Config, load_config
+from trader.config.check import check_file
 from trader.errors import ConfigError
 
 
@@ -49,9 +44,9 @@ def init_command(ctx: click.Context, path: Path | None, force: bool) -> None:
     """Write a commented starter file to PATH (default: ./trader.toml).
 
     Every section is explained; the active settings are the built-in defaults (SQLite stores in
-    data/ beside the file, everything in one process) and examples show exchanges, strategies,
-    assignments and schedules, with secrets as ${ENV_VAR} references. An existing file is
-    kept unless --force is given.
+    the default data directory, everything in one process) and examples show exchanges,
+    strategies, assignments and schedules, with secrets as ${ENV_VAR} references. An existing
+    file is kept unless --force is given.
     """
     target = path or _global_config_path(ctx) or Path(DEFAULT_FILE_NAME)
     if target.is_dir():
@@ -76,23 +71,24 @@ def check_command(ctx: click.Context, path: Path | None) -> None:
     """Validate PATH and check that every plugin it names is installed.
 
     PATH defaults to --config, $TRADER_CONFIG, then ./trader.toml; with none of them the
-    built-in defaults are checked. Every problem is printed (file, key path, what is wrong),
-    with the distribution to install for a missing plugin; secret values are never shown.
+    built-in defaults are checked. Every problem is printed at once, in file order (file, key
+    path, what is wrong): mistakes in the file and its plugins' options alike, with the
+    distribution to install for a missing first-party plugin; secret values are never shown.
     Exit status 0 when all is well, 1 otherwise.
     """
     from trader.plugins import get_plugin_manager
 
     chosen = path or _global_config_path(ctx)
-    try:
-        config = load_config(chosen)
-    except ConfigError as error:
-        _fail(error.problems)
     host = get_plugin_manager()
     for problem in host.problems:
         click.echo(f"warning: {problem}", err=True)
-    problems = check_config(config, host)
+    problems = check_file(chosen, host)
     if problems:
         _fail(problems)
+    try:
+        config = load_config(chosen)
+    except ConfigError as error:  # the file changed since it was checked
+        _fail(error.problems)
     click.echo(f"ok: {config.label if config.source else 'built-in defaults (no file found)'}")
     for name, value in summary(config):
         click.echo(f"  {name:<13} {value}")

@@ -7,6 +7,11 @@ moves plugin options aside, infers defaults that depend on other keys, and check
 tables (an assignment's strategy and exchange exist, ids are unique, allocations fit). The
 second validates types and ranges with the pydantic models. Problems from both are sorted into
 file order and raised together as one :class:`~trader.errors.ConfigError`.
+
+Tables with problems are then left out and the rest validated again, so :func:`read_config` can
+hand a valid configuration of what did parse to the plugin checks
+(:mod:`trader.config.check`): a plugin's option problems show beside the file's own, not after
+those are fixed.
 """
 
 from __future__ import annotations
@@ -16,10 +21,11 @@ import os
 import re
 import sys
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 from pydantic import ValidationError
 
@@ -53,10 +59,16 @@ from trader.config.secrets import (
 from trader.errors import ConfigError, ModelError
 from trader.model import Timeframe
 
+if TYPE_CHECKING:
+    from trader.plugins import PluginHost
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
+
+#: A document's keys in file order, nested as its tables and arrays are (no values).
+KeyTree = Mapping[str | int, "KeyTree"]
 
 #: The file looked for in the working directory when neither a path nor $TRADER_CONFIG is given.
 DEFAULT_FILE_NAME = "trader.toml"
@@ -82,7 +94,11 @@ _TOML_POSITION = re.compile(r"^(?P<message>.*) \(at line (?P<line>\d+), column (
 
 
 def load_config(
-    path: str | Path | None = None, *, environ: Mapping[str, str] | None = None
+    path: str | Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    host: PluginHost | None = None,
+    components: Collection[str] | None = None,
 ) -> Config:
     """Load and validate a configuration file.
 
@@ -90,9 +106,65 @@ def load_config(
     when it exists, else the built-in defaults (:func:`default_config`). ``environ`` replaces
     ``os.environ`` for those variables, for ``$TRADER_HOME`` and for secret references.
 
-    Raises :class:`~trader.errors.ConfigError` listing every problem found, each as
-    ``FILE: key.path: what is wrong``; a TOML syntax error names its line and column. Secret
+    With ``host``, the plugins the file names are checked too: each must be registered in
+    ``host`` and its options must pass the plugin's options model. ``components`` limits that to
+    the tables it names by key path (``"storage.candles"``; ``"exchanges"`` for all of them);
+    ``None`` checks every store, exchange, strategy runtime and scheduler. Their problems are
+    reported with the file's own, even when other tables have problems. Secrets are still not
+    read (see :func:`trader.config.check.check_file` for everything ``trader config check``
+    does).
+
+    Raises :class:`~trader.errors.ConfigError` listing every problem found, in file order, each
+    as ``FILE: key.path: what is wrong``; a TOML syntax error names its line and column. Secret
     values never appear in a message.
+    """
+    report = read_config(path, environ=environ)
+    problems = list(report.problems)
+    if host is not None:
+        from trader.config.check import component_problems
+
+        problems.extend(
+            component_problems(report.config, host, skip=report.skipped, components=components)
+        )
+    if problems:
+        raise ConfigError(report.in_file_order(problems))
+    return report.config
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What reading a configuration found: every problem, and a valid configuration of the rest.
+
+    ``problems`` are ``(loc, line)`` pairs in file order, each line ``FILE: key.path: what is
+    wrong``. ``config`` is valid even when there are problems: the tables they are in are left
+    out of it (or at their defaults) and listed in ``broken``, so later checks can skip them
+    instead of checking defaults the file never asked for (a reference from a table that stayed
+    into one left out may dangle, so such a ``config`` is for checking, not for running). With no
+    problems ``config`` is exactly what :func:`load_config` returns.
+    """
+
+    config: Config
+    problems: list[tuple[Loc, str]] = field(default_factory=list)
+    broken: frozenset[Loc] = frozenset()
+    #: The file's keys in file order, nested as its tables are (names only, never values).
+    layout: KeyTree = field(default_factory=dict)
+
+    def skipped(self, loc: Loc) -> bool:
+        """Whether ``loc`` lies in a table left out of :attr:`config` because of a problem."""
+        return any(loc[: len(broken)] == broken for broken in self.broken)
+
+    def in_file_order(self, problems: Iterable[tuple[Loc, str]]) -> list[str]:
+        """The lines of ``problems`` sorted by where their keys appear in the file (stable)."""
+        return [line for _, line in _in_file_order(self.layout, problems)]
+
+
+def read_config(
+    path: str | Path | None = None, *, environ: Mapping[str, str] | None = None
+) -> LoadReport:
+    """Read a configuration file as :func:`load_config` does, but report instead of raising.
+
+    Finds the file the same way. Raises :class:`~trader.errors.ConfigError` only when there is
+    no configuration to speak of: the file is missing or unreadable, or is not valid TOML.
     """
     env = os.environ if environ is None else environ
     if path is None:
@@ -102,11 +174,11 @@ def load_config(
         elif Path(DEFAULT_FILE_NAME).is_file():
             path = DEFAULT_FILE_NAME
         else:
-            return default_config(environ)
+            return LoadReport(default_config(environ))
     source = Path(path).expanduser().absolute()
     label = display_path(source)
     raw = _read_toml(source, label)
-    return parse_config(raw, source=source, environ=environ)
+    return _parse(raw, source, environ)
 
 
 def default_config(environ: Mapping[str, str] | None = None) -> Config:
@@ -131,6 +203,23 @@ def parse_config(
     Relative paths resolve against ``source``'s directory (the working directory when
     ``source`` is ``None``). Raises :class:`~trader.errors.ConfigError` with every problem.
     """
+    report = _parse(data, source, environ)
+    if report.problems:
+        raise ConfigError([line for _, line in report.problems])
+    return report.config
+
+
+#: Sections whose sub-tables are checked on their own: a problem in one leaves out that one.
+_TABLES = frozenset({"storage", "exchanges", "strategies", "schedules"})
+#: Document keys the reader always sets; never left out.
+_FIXED = frozenset({"source", "config_dir", "data_dir"})
+#: How often leaving out broken tables is retried before falling back to the defaults.
+_SALVAGE_ROUNDS = 3
+
+
+def _parse(
+    data: Mapping[str, Any], source: Path | None, environ: Mapping[str, str] | None
+) -> LoadReport:
     source = source.absolute() if source is not None else None
     config_dir = source.parent if source is not None else Path.cwd()
     label = display_path(source) if source is not None else "<config>"
@@ -148,11 +237,84 @@ def parse_config(
     except ValidationError as error:
         for loc, message in validation_problems(error, Config):
             reader.add_validation_problem(loc, message)
-    problems = reader.sorted_problems(list(data))
-    if problems or config is None:
-        raise ConfigError([f"{label}: {_where(loc)}{message}" for loc, message in problems])
+    layout = _key_tree(data)
+    broken: frozenset[Loc] = frozenset()
+    if reader.problems or config is None:
+        broken = frozenset(_unit(loc) for loc, _ in reader.problems)
+        config, broken = _salvage(document, broken, context)
     config._environ = environ
-    return config
+    lines = [(loc, f"{label}: {_where(loc)}{message}") for loc, message in reader.problems]
+    return LoadReport(config, _in_file_order(layout, lines), broken, layout)
+
+
+def _key_tree(value: Any) -> KeyTree:
+    """The keys of a parsed document, nested like its tables and arrays, without the values."""
+    if isinstance(value, Mapping):
+        return {str(key): _key_tree(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return {index: _key_tree(item) for index, item in enumerate(value)}
+    return {}
+
+
+def _in_file_order(layout: KeyTree, problems: Iterable[tuple[Loc, str]]) -> list[tuple[Loc, str]]:
+    """Sort problems by where their keys appear in the file; stable for equal places."""
+
+    def position(problem: tuple[Loc, str]) -> tuple[int, ...]:
+        place: list[int] = []
+        tree = layout
+        for part in problem[0]:
+            names = list(tree)
+            if isinstance(part, int):
+                place.append(part)
+            else:
+                place.append(names.index(part) if part in names else len(names))
+            tree = tree.get(part, {})
+        return tuple(place)
+
+    return sorted(problems, key=position)
+
+
+def _unit(loc: Loc) -> Loc:
+    """The table a problem at ``loc`` puts out of use: a component, a section, or the file."""
+    if len(loc) >= 2 and loc[0] in _TABLES:
+        return loc[:2]
+    return loc[:1]
+
+
+def _salvage(
+    document: Mapping[str, Any], broken: frozenset[Loc], context: Mapping[str, Any]
+) -> tuple[Config, frozenset[Loc]]:
+    """A valid configuration of the document without the ``broken`` tables, and those tables.
+
+    A table the models still refuse joins ``broken`` and the rest is tried again; when that
+    does not settle, the result is the built-in defaults with the whole file marked broken.
+    """
+    for _ in range(_SALVAGE_ROUNDS):
+        try:
+            return Config.model_validate(_without(document, broken), context=context), broken
+        except ValidationError as error:
+            more = {_unit(loc) for loc, _ in validation_problems(error, Config)}
+            if () in more or more <= broken:
+                break
+            broken = broken | more
+    fallback = Config(
+        source=document.get("source"),
+        config_dir=document["config_dir"],
+        data_dir=document["data_dir"],
+    )
+    return fallback, frozenset({()})
+
+
+def _without(document: Mapping[str, Any], broken: frozenset[Loc]) -> dict[str, Any]:
+    result = dict(document)
+    for unit in broken:
+        if len(unit) == 1 and unit[0] not in _FIXED:
+            result.pop(str(unit[0]), None)
+        elif len(unit) == 2:
+            section = result.get(str(unit[0]))
+            if isinstance(section, Mapping):
+                result[str(unit[0])] = {k: v for k, v in section.items() if k != unit[1]}
+    return result
 
 
 def _where(loc: Loc) -> str:
@@ -230,19 +392,6 @@ class _Reader:
         if any(loc[: len(done)] == done for done in self.reported):
             return
         self.problems.append((loc, message))
-
-    def sorted_problems(self, order: list[str]) -> list[tuple[Loc, str]]:
-        """Problems in the order their top-level keys appear in the file (stable otherwise)."""
-        rank = {key: index for index, key in enumerate(order)}
-
-        def position(problem: tuple[Loc, str]) -> tuple[int, int]:
-            loc = problem[0]
-            if not loc:
-                return (-1, -1)
-            index = loc[1] if len(loc) > 1 and isinstance(loc[1], int) else -1
-            return (rank.get(str(loc[0]), len(rank)), index)
-
-        return sorted(self.problems, key=position)
 
     # the document -------------------------------------------------------------------------
 

@@ -431,9 +431,13 @@ class Config(Section):
 
     def secret_refs(self) -> list[tuple[str, SecretRef]]:
         """Every secret reference in the configuration with its key path."""
-        found: list[tuple[str, SecretRef]] = []
+        return [(key_path(loc), ref) for loc, ref in self.secret_ref_locations()]
+
+    def secret_ref_locations(self) -> list[tuple[tuple[str | int, ...], SecretRef]]:
+        """Every secret reference with its location as a key tuple, such as ``("storage", "x")``."""
+        found: list[tuple[tuple[str | int, ...], SecretRef]] = []
         if self.storage.secret_key is not None:
-            found.append(("storage.secret_key", self.storage.secret_key))
+            found.append((("storage", "secret_key"), self.storage.secret_key))
         for name, component in (("candles", self.storage.candles), ("state", self.storage.state)):
             found.extend(_refs_in(component.options, ("storage", name)))
         for name, exchange in self.exchanges.items():
@@ -448,9 +452,11 @@ def allocation_total(allocations: list[float]) -> Decimal:
     return sum((Decimal(str(value)) for value in allocations), Decimal(0))
 
 
-def _refs_in(value: Any, loc: tuple[str | int, ...]) -> list[tuple[str, SecretRef]]:
+def _refs_in(
+    value: Any, loc: tuple[str | int, ...]
+) -> list[tuple[tuple[str | int, ...], SecretRef]]:
     if isinstance(value, SecretRef):
-        return [(key_path(loc), value)]
+        return [(loc, value)]
     if isinstance(value, Mapping):
         return [ref for key, item in value.items() for ref in _refs_in(item, (*loc, str(key)))]
     if isinstance(value, list):

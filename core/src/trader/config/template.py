@@ -1,9 +1,10 @@
 """The commented starter file ``trader config init`` writes.
 
 Lines starting with ``# `` explain; lines starting with ``#`` directly followed by a key or a
-``[table]`` are examples, switched off. The active part loads as is (SQLite stores in ``data/``
-beside the file, paper-safe risk limits, everything in one process); the examples become valid
-configuration once uncommented (a test checks both).
+``[table]`` are examples, switched off. The active part loads as is (SQLite stores in the default
+data directory, paper-safe risk limits, everything in one process); the examples become valid
+configuration once uncommented (a test checks both). ``data_dir`` stays commented out, so
+writing a starter file never moves where trader looks for data already stored.
 """
 
 from __future__ import annotations
@@ -21,9 +22,14 @@ STARTER_TOML = """\
 # Lines below that start with "#" directly followed by a key or [table] are examples: remove
 # the "#" to switch them on.
 
-# Where components keep their files (SQLite databases, sockets). Default: $TRADER_HOME, else
-# your platform's user data directory.
-data_dir = "data"
+# Where components keep their files: the SQLite databases of candles and state, ipc sockets.
+# Unset, it is $TRADER_HOME when that variable is set, else your platform's user data folder:
+# ~/.local/share/trader on Linux, ~/Library/Application Support/trader on macOS,
+# %LOCALAPPDATA%\\trader\\trader on Windows. `trader config check` shows the one in use.
+# Setting data_dir points trader at another folder (a relative path is relative to this file's
+# directory). Data already stored in the old folder is not moved: it no longer shows until you
+# move it there or set data_dir back.
+#data_dir = "data"
 
 
 # --- storage ------------------------------------------------------------------------------
