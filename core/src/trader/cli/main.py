@@ -78,12 +78,20 @@ def cli(ctx: click.Context, config_path: Path | None, debug: bool) -> None:
         logging.getLogger().setLevel(logging.DEBUG)
 
 
-def load_cli_config(ctx: click.Context) -> Any:
-    """Load the configuration the global ``--config`` option names (or the defaults)."""
+def load_cli_config(ctx: click.Context, *components: str) -> Any:
+    """Load the configuration the global ``--config`` option names (or the defaults).
+
+    ``components`` names the tables the command will use (``"storage.candles"``...): their
+    plugins and options are checked too, and every problem is reported in one list.
+    """
     from trader.config import load_config
+    from trader.plugins import get_plugin_manager
 
     root = ctx.find_root()
-    return load_config(root.obj.get("config_path") if root.obj else None)
+    path = root.obj.get("config_path") if root.obj else None
+    if not components:
+        return load_config(path)
+    return load_config(path, host=get_plugin_manager(), components=list(components))
 
 
 _plugins_added = False

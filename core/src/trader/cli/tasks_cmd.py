@@ -100,7 +100,7 @@ def _with_store(ctx: click.Context, read: Callable[[StateStore], Awaitable[T]]) 
     """Open the configured state store, run ``read(store)``, close it, return the result."""
     from trader.app import open_state_store
 
-    config = load_cli_config(ctx)
+    config = load_cli_config(ctx, "storage.state")
 
     async def run() -> T:
         async with open_state_store(config) as store:
