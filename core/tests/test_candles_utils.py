@@ -19,10 +19,11 @@ from trader.candles import (
     resample,
     slot_index,
     slot_open,
+    whole_candles,
 )
 from trader.errors import ModelError
 from trader.interfaces import Gap
-from trader.model import DAY_MS, HOUR_MS, MINUTE_MS, CandleArrays, Timeframe
+from trader.model import DAY_MS, HOUR_MS, MAX_TIME_MS, MINUTE_MS, CandleArrays, Timeframe
 
 TIMEFRAMES = [
     Timeframe.parse(text)
@@ -87,6 +88,44 @@ def test_find_problem_names_the_first_bad_row() -> None:
     assert find_problem(candles) == (3, "volume -1.0 is not a finite amount >= 0 (time 180000)")
     candles.open[0] = float("nan")
     assert find_problem(candles) is not None and find_problem(candles)[0] == 0  # type: ignore[index]
+
+
+@pytest.mark.parametrize("name", ["1m", "1w", "1M"])
+def test_find_problem_rejects_times_after_the_year_9999(name: str) -> None:
+    timeframe = Timeframe.parse(name)
+    last_open = timeframe.floor(MAX_TIME_MS)
+    assert find_problem(candles_at([last_open]), timeframe) is None
+    for late in (MAX_TIME_MS + 1, 9_007_199_254_740_960_000, 2**63 - 1):
+        found = find_problem(candles_at([1_704_067_200_000, late]), timeframe)  # 2024-01-01
+        assert found is not None and found[0] == 1 and "after the year 9999" in found[1]
+
+
+def test_whole_candles_widens_bounds_to_the_candles_they_cut() -> None:
+    hour = Timeframe.parse("1h")
+    t0 = 1_704_067_200_000  # 2024-01-01 00:00 UTC
+    assert whole_candles(hour, t0 + 30 * MINUTE_MS, t0 + 90 * MINUTE_MS) == (t0, t0 + 2 * HOUR_MS)
+    assert whole_candles(hour, t0, t0 + HOUR_MS) == (t0, t0 + HOUR_MS)  # aligned: unchanged
+    assert whole_candles(hour, None, t0 + 1) == (None, t0 + HOUR_MS)
+    assert whole_candles(hour, t0 + 1, None) == (t0, None)
+    month = Timeframe.parse("1M")
+    feb = 1_706_745_600_000  # 2024-02-01
+    assert whole_candles(month, t0 + DAY_MS, feb + 1) == (t0, 1_709_251_200_000)  # .. 03-01
+    low, high = whole_candles(hour, -(10**30), 10**30)  # any integer is accepted
+    assert low == 0 and high is not None and high >= MAX_TIME_MS
+
+
+@given(
+    name=st.sampled_from(["1m", "5m", "1h", "4h", "1d", "1w", "1M", "3M"]),
+    start=st.integers(0, 2_000_000_000_000),
+    length=st.integers(1, 400 * DAY_MS),
+)
+def test_whole_candles_covers_the_range_with_aligned_bounds(
+    name: str, start: int, length: int
+) -> None:
+    timeframe = Timeframe.parse(name)
+    low, high = whole_candles(timeframe, start, start + length)
+    assert low == timeframe.floor(start)
+    assert high == timeframe.next_open(start + length - 1)
 
 
 @given(rows=st.lists(st.tuples(st.integers(0, 30), st.integers(0, 1000)), min_size=1, max_size=60))

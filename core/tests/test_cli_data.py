@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from trader.cli.main import build_cli
+from trader.cli.main import build_cli, main
 from trader.csvio import write_candle_csv
 from trader.model import Timeframe
 from trader.synthetic import generate_candles
@@ -168,3 +168,132 @@ def test_a_config_file_chooses_where_candles_go(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert (tmp_path / "my-candles.sqlite").exists()
     assert dict(os.environ) == env_before
+
+
+def test_resample_from_a_start_inside_a_candle_rebuilds_it_whole(tmp_path: Path) -> None:
+    """A --start or --end inside a target candle widens to all of it: a partial candle never
+    replaces a complete one."""
+    invoke("data", "import", str(write_csv(tmp_path / "m.csv", 120)), *SERIES, "-t", "1m")
+    first = invoke("data", "resample", *SERIES, "--from", "1m", "--to", "1h")
+    assert "2 new, 0 changed, 0 unchanged" in first.output
+    hourly = invoke("data", "export", *SERIES, "-t", "1h").output
+    for bounds in (
+        ["--start", "2024-01-01T00:30"],
+        ["--start", "2024-01-01T00:30", "--end", "2024-01-01T01:30"],
+        ["--end", "2024-01-01T00:01"],
+    ):
+        again = invoke("data", "resample", *SERIES, "--from", "1m", "--to", "1h", *bounds)
+        assert again.exit_code == 0, again.output
+        assert "0 new, 0 changed" in again.output, (bounds, again.output)
+        assert invoke("data", "export", *SERIES, "-t", "1h").output == hourly
+
+
+@pytest.mark.parametrize("size", ["0", "-1"])
+def test_batch_size_must_be_positive(tmp_path: Path, size: str) -> None:
+    source = write_csv(tmp_path / "in.csv", 10)
+    result = invoke("data", "import", str(source), *SERIES, "-t", "1m", "--batch-size", size)
+    assert result.exit_code == 2
+    assert "Invalid value for '--batch-size'" in result.output and ">=1" in result.output
+
+
+def test_reimporting_a_file_with_repeated_times_is_idempotent(tmp_path: Path) -> None:
+    path = tmp_path / "repeats.csv"
+    path.write_text(
+        "time,open,high,low,close,volume\n"
+        "2024-01-01T00:00,1,2,0.5,1.5,10\n"
+        "2024-01-01T00:01,1,2,0.5,1.5,10\n"
+        "2024-01-01T00:02,1,2,0.5,1.5,10\n"
+        "2024-01-01T00:00,1,3,0.5,1.5,99\n"  # line 5: a later chunk repeats line 2
+    )
+    command = ["data", "import", str(path), *SERIES, "-t", "1m", "--batch-size", "2"]
+    first = invoke(*command)
+    assert first.exit_code == 1
+    assert "stored 3 new, 0 changed, 0 unchanged; rejected 1" in first.stdout
+    assert (
+        f"{path}: line 5: open time 2024-01-01T00:00:00Z already appears on line 2; row skipped"
+        in first.stderr
+    )
+    second = invoke(*command)
+    assert "stored 0 new, 0 changed, 3 unchanged; rejected 1" in second.stdout
+    exported = invoke("data", "export", *SERIES, "-t", "1m").output.splitlines()
+    assert exported[1] == f"{START},1.0,2.0,0.5,1.5,10.0,true"
+
+
+def test_far_future_times_are_reported_and_the_good_rows_stored(tmp_path: Path) -> None:
+    path = tmp_path / "late.csv"
+    path.write_text(
+        "time,open,high,low,close,volume\n"
+        f"{START},1,2,0.5,1.5,10\n"
+        "9007199254740960000,1,2,0.5,1.5,10\n"
+        "10000000000000000000,1,2,0.5,1.5,10\n"
+        "253402300800001,1,2,0.5,1.5,10\n"
+        f"{START + 60_000},1,2,0.5,1.5,10\n"
+    )
+    result = invoke("data", "import", str(path), *SERIES, "-t", "1m")
+    assert result.exit_code == 1, result.output
+    assert "read 5 rows; stored 2 new, 0 changed, 0 unchanged; rejected 3" in result.stdout
+    for line in (3, 4, 5):
+        assert f"{path}: line {line}: time " in result.stderr
+    assert "after the year 9999" in result.stderr and "internal error" not in result.output
+    listed = json.loads(invoke("data", "list", "--json").output)
+    assert [(s["count"], s["first"], s["last"]) for s in listed] == [(2, START, START + 60_000)]
+
+
+def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    """Run the ``trader`` entry point as a user would; return its exit status and stderr."""
+    with pytest.raises(SystemExit) as done:
+        main(list(args))
+    return int(done.value.code or 0), capsys.readouterr().err
+
+
+def test_unwritable_errors_and_output_paths_fail_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = write_csv(tmp_path / "in.csv", 10)
+    missing = tmp_path / "no" / "such" / "folder" / "file.txt"
+    status, err = run_main(
+        capsys, "data", "import", str(source), *SERIES, "-t", "1m", "--errors", str(missing)
+    )
+    assert status == 1
+    assert err == (
+        f"error: cannot write --errors file {missing}: No such file or directory; "
+        "pick a path in an existing, writable folder\n"
+    )
+    assert "no candles stored yet" in invoke("data", "list").output  # nothing was imported
+    for command in (["data", "export", *SERIES, "-t", "1m"], ["data", "generate", "-n", "5"]):
+        status, err = run_main(capsys, *command, "-o", str(missing))
+        assert status == 1
+        assert err.startswith(f"error: cannot write --output file {missing}: "), err
+        assert len(err.splitlines()) == 1
+
+
+def test_errors_file_lists_every_rejected_row(tmp_path: Path) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text("time,open,high,low,close,volume\n" + "soon,1,2,0.5,1.5,1\n" * 3)
+    errors = tmp_path / "errors.txt"
+    result = invoke("data", "import", str(path), *SERIES, "-t", "1m", "--errors", str(errors))
+    assert result.exit_code == 1
+    assert [line.split(":")[0] for line in errors.read_text().splitlines()] == [
+        "line 2",
+        "line 3",
+        "line 4",
+    ]
+
+
+def test_export_to_a_file_reports_progress_and_writes_in_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import trader.cli.data_cmd as data_cmd
+
+    source = write_csv(tmp_path / "in.csv", 500)
+    invoke("data", "import", str(source), *SERIES, "-t", "1m")
+    monkeypatch.setattr(data_cmd, "EXPORT_CHUNK", 100)
+    out = tmp_path / "out.csv"
+    result = invoke("data", "export", *SERIES, "-t", "1m", "-o", str(out))
+    assert result.exit_code == 0
+    assert out.read_text() == source.read_text()  # one header, every row, in order
+    assert "exporting demo:BTC/USD:1m: 20% (100 of 500 candles)" in result.stderr
+    assert "exporting demo:BTC/USD:1m: 80% (400 of 500 candles)" in result.stderr
+    assert "exporting demo:BTC/USD:1m: done in" in result.stderr
+    to_stdout = invoke("data", "export", *SERIES, "-t", "1m")
+    assert to_stdout.stdout == source.read_text() and "exporting" not in to_stdout.stderr

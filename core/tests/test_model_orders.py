@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 
 from trader.errors import ModelError
 from trader.model import (
+    MAX_TIME_MS,
     Balance,
     Candle,
     Decision,
@@ -130,6 +131,14 @@ def test_candle_problems_are_named() -> None:
     assert "not a finite price" in (Candle(0, float("inf"), 2, 0.5, 1.5, 1).problem() or "")
     with pytest.raises(ModelError, match="before 1970"):
         Candle(-1, 1, 2, 0.5, 1.5, 1).validated()
+
+
+def test_candle_times_end_with_the_year_9999() -> None:
+    assert MAX_TIME_MS == 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+    assert Candle(MAX_TIME_MS, 1, 2, 0.5, 1.5, 1).problem() is None
+    for time in (MAX_TIME_MS + 1, 9_007_199_254_740_960_000, 10**19):
+        with pytest.raises(ModelError, match="after the year 9999"):
+            Candle(time, 1, 2, 0.5, 1.5, 1).validated()
 
 
 def test_balance_used_is_total_minus_free() -> None:

@@ -18,7 +18,7 @@ from sqlalchemy import create_engine
 from trader.candles import resample
 from trader.errors import ModelError, StorageError
 from trader.interfaces import CandleStore, Gap, PluginContext, WriteResult
-from trader.model import DAY_MS, MINUTE_MS, CandleArrays, SeriesKey, Timeframe
+from trader.model import DAY_MS, MAX_TIME_MS, MINUTE_MS, CandleArrays, SeriesKey, Timeframe
 from trader.plugins import get_plugin_manager
 from trader.registry import Kind
 from trader.stores.sqlite_candles import (
@@ -324,3 +324,44 @@ def test_columns_read_back_are_writable_arrays(factory: Callable[[], SqliteCandl
         array = getattr(candles, column)
         assert array.flags.writeable, f"{column} is read-only"
     assert candles.time.dtype == np.int64 and candles.closed.dtype == np.bool_
+
+
+def test_times_after_the_year_9999_are_refused_and_the_last_one_reads_back(
+    factory: Callable[[], SqliteCandleStore],
+) -> None:
+    last_open = Timeframe.parse("1m").floor(MAX_TIME_MS)  # 9999-12-31T23:59Z
+
+    async def scenario(store: CandleStore) -> None:
+        for late in (9_007_199_254_740_960_000, 2**53 + 60_000 * 2**20):
+            batch = make_candles([T0, late - late % M])
+            with pytest.raises(ModelError, match=r"after the year 9999.*nothing was written"):
+                await store.write(SERIES, batch)
+        assert len(await store.read(SERIES)) == 0
+        assert await store.list_series() == []
+        edge = make_candles([T0, last_open])
+        assert await store.write(SERIES, edge) == WriteResult(inserted=2)
+        assert_same_candles(await store.read(SERIES), edge, "up to the last minute of 9999")
+        assert_same_candles(await store.read(SERIES, last_open), edge.slice(1, 2), "from it")
+        assert_same_candles(await store.latest(SERIES, 1), edge.slice(1, 2), "latest")
+        assert await store.gaps(SERIES, last_open, None) == []
+        assert await store.delete(SERIES, last_open) == 1
+
+    run_with_store(factory, scenario)
+
+
+def test_resample_widens_bounds_to_whole_target_candles(
+    factory: Callable[[], SqliteCandleStore],
+) -> None:
+    candles = make_candles([T0 + i * M for i in range(120)])
+    hourly = Timeframe.parse("1h")
+
+    async def scenario(store: CandleStore) -> None:
+        await store.write(SERIES, candles)
+        whole = await store.resample(SERIES, hourly)
+        assert whole is not None and len(whole) == 2
+        cut = await store.resample(SERIES, hourly, T0 + 30 * M, T0 + 61 * M)
+        assert cut is not None
+        assert_same_candles(cut, whole, "bounds inside the first and second hours")
+        assert float(cut.open[0]) == float(candles.open[0])
+
+    run_with_store(factory, scenario)

@@ -17,7 +17,7 @@ import numpy as np
 
 from trader.errors import ModelError
 from trader.interfaces.candle_store import Gap
-from trader.model import Candle, CandleArrays, Timeframe, candle_problem
+from trader.model import MAX_TIME_MS, Candle, CandleArrays, Timeframe, candle_problem
 from trader.model.candle import BoolArray, IntArray
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "resample",
     "slot_index",
     "slot_open",
+    "whole_candles",
 ]
 
 #: Weekly candles open on Monday; 1970-01-05 is the first Monday after the epoch.
@@ -81,9 +82,10 @@ def find_problem(
     """Return ``(row, message)`` for the first unsound row of ``candles``, or ``None``.
 
     A row is unsound when :func:`~trader.model.candle_problem` rejects its values (prices
-    finite and above zero, ``low <= open, close <= high``, volume finite and >= 0, time at or
-    after 1970) or, when ``timeframe`` is given, when its time is not a candle open time of that
-    timeframe. The check is vectorised: about 20 ms per million rows.
+    finite and above zero, ``low <= open, close <= high``, volume finite and >= 0, time from
+    1970 to :data:`~trader.model.MAX_TIME_MS`) or, when ``timeframe`` is given, when its time
+    is not a candle open time of that timeframe. The check is vectorised: about 20 ms per
+    million rows.
     """
     if not len(candles):
         return None
@@ -96,13 +98,13 @@ def find_problem(
         candles.volume,
     )
     with np.errstate(invalid="ignore"):
-        bad = time < 0
+        bad = (time < 0) | (time > MAX_TIME_MS)
         for price in (open_, high, low, close):
             bad |= ~np.isfinite(price) | (price <= 0)
         bad |= ~np.isfinite(volume) | (volume < 0)
         bad |= (low > high) | (open_ < low) | (open_ > high) | (close < low) | (close > high)
     if timeframe is not None:
-        bad |= misaligned(np.maximum(time, 0), timeframe)
+        bad |= misaligned(np.clip(time, 0, MAX_TIME_MS), timeframe)
     if not bad.any():
         return None
     row = int(np.argmax(bad))
@@ -116,6 +118,26 @@ def find_problem(
             f"containing it opens at {timeframe.floor(candle.time)})"
         )
     return row, f"{problem} (time {candle.time})"
+
+
+def whole_candles(
+    timeframe: Timeframe, start: int | None, end: int | None
+) -> tuple[int | None, int | None]:
+    """Widen ``[start, end)`` to the whole ``timeframe`` candles it touches.
+
+    ``start`` moves back to the open of the candle containing it and ``end`` forward to the
+    open of the candle after the one containing ``end - 1``, so a range that cuts a candle
+    covers all of it. ``None`` stays unbounded; bounds are first clamped to the times a candle
+    can have (0 to :data:`~trader.model.MAX_TIME_MS`), so any integer is accepted.
+    """
+    low = high = None
+    if start is not None:
+        first = min(max(start, 0), MAX_TIME_MS)
+        low = int(slot_open(slot_index(first, timeframe), timeframe))
+    if end is not None:
+        last = min(max(end, 0), MAX_TIME_MS + 1)
+        high = last if last <= 0 else int(slot_open(slot_index(last - 1, timeframe) + 1, timeframe))
+    return low, high
 
 
 def normalize(candles: CandleArrays) -> CandleArrays:

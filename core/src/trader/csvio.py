@@ -20,12 +20,15 @@ from typing import IO
 import numpy as np
 import numpy.typing as npt
 
+from trader.candles import misaligned
 from trader.errors import DataError
-from trader.model import CandleArrays, Timeframe, candle_problem
+from trader.model import MAX_TIME_MS, CandleArrays, Timeframe, candle_problem
 from trader.timeutil import format_time, parse_time
 
 TIME_ALIASES = ("time", "timestamp", "open_time", "date", "datetime", "mts", "t")
 VALUE_COLUMNS = ("open", "high", "low", "close", "volume")
+#: Integers below this are seconds when the time unit is ``auto`` (as in :func:`parse_time`).
+_SECONDS_BELOW = 100_000_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,43 +61,149 @@ def read_candle_csv(
 ) -> Iterator[CsvChunk]:
     """Read ``path`` in chunks of up to ``chunk_rows`` lines.
 
-    Raises :class:`~trader.errors.DataError` when the file cannot be read at all or its header
-    lacks a required column; row-level problems are reported in each chunk instead.
+    The file is UTF-8 (a leading byte order mark is skipped). Each open time is kept once: the
+    first row with it wins, and later rows with the same time, in any chunk, are reported as
+    problems. ``bytes_read`` counts the bytes of the file consumed so far, exactly.
+
+    Raises :class:`~trader.errors.DataError` when the file cannot be read at all, is not UTF-8
+    text, or its header lacks a required column; row-level problems are reported in each chunk
+    instead.
     """
+    if chunk_rows < 1:
+        raise DataError(f"chunk_rows must be at least 1, not {chunk_rows}")
     try:
-        handle = path.open(newline="", encoding="utf-8-sig")
+        handle = path.open("rb")
     except OSError as error:
         raise DataError(f"cannot read {path}: {error.strerror or error}") from None
     with handle:
-        bytes_read = 0
         try:
-            header_line = handle.readline()
-            bytes_read += len(header_line)
+            header_bytes = handle.readline()
+        except OSError as error:
+            raise DataError(f"cannot read {path}: {error.strerror or error}") from None
+        bytes_read = len(header_bytes)
+        skip = len(_BOM) if header_bytes.startswith(_BOM) else 0
+        header_line = _decode([header_bytes[skip:]], path, 1, skip)[0]
+        try:
             first = next(csv.reader([header_line]), None)
-        except (csv.Error, UnicodeDecodeError) as error:
+        except csv.Error as error:
             raise DataError(f"{path}: line 1: {error}") from None
         if first is None:
             return
         columns, pending = _columns(first, path)
         width = max(columns) + 1
         line_number = 2
+        seen = _SeenTimes()
         while True:
             try:
-                lines = list(itertools.islice(handle, chunk_rows))
-            except UnicodeDecodeError as error:
-                raise DataError(
-                    f"{path}: not UTF-8 text after byte {bytes_read:,}: {error.reason}"
-                ) from None
-            if not lines and pending is None:
+                raw_lines = list(itertools.islice(handle, chunk_rows))
+            except OSError as error:
+                raise DataError(f"cannot read {path}: {error.strerror or error}") from None
+            if not raw_lines and pending is None:
                 break
-            bytes_read += sum(map(len, lines))
+            lines = _decode(raw_lines, path, line_number, bytes_read)
+            bytes_read += sum(map(len, raw_lines))
             numbers, rows, problems = _split_rows(lines, line_number, width)
             line_number += len(lines)
             if pending is not None:  # a file without a header: line 1 is data
                 numbers.insert(0, 1)
                 rows.insert(0, pending)
                 pending = None
-            yield _parse(numbers, rows, columns, timeframe, time_unit, problems, bytes_read)
+            count = len(rows) + len(problems)  # every record, good or not; blank lines aside
+            candles, good_lines = _parse(numbers, rows, columns, timeframe, time_unit, problems)
+            candles = seen.drop_repeats(candles, good_lines, problems)
+            problems.sort(key=lambda p: p.line)
+            yield CsvChunk(candles, problems, count, bytes_read)
+
+
+_BOM = b"\xef\xbb\xbf"
+
+
+def _decode(raw_lines: list[bytes], path: Path, first_line: int, offset: int) -> list[str]:
+    """Decode lines of UTF-8; on a bad byte, say on which line and at which byte offset."""
+    try:
+        return list(map(bytes.decode, raw_lines))
+    except UnicodeDecodeError:
+        pass
+    for index, raw in enumerate(raw_lines):
+        try:
+            raw.decode()
+        except UnicodeDecodeError as error:
+            at = offset + sum(map(len, raw_lines[:index])) + error.start
+            raise DataError(
+                f"{path}: line {first_line + index}: not UTF-8 text at byte {at:,} "
+                f"({error.reason}); save the file as UTF-8"
+            ) from None
+    raise AssertionError("unreachable: a line failed to decode as a whole only")
+
+
+class _SeenTimes:
+    """The open times kept so far, with the line each came from, to report repeats.
+
+    Times live in a few sorted runs (merged like a binary counter, so there are O(log n) of
+    them); a chunk is only looked up in the runs whose range overlaps it, so a file in time
+    order costs a comparison per run and chunk.
+    """
+
+    def __init__(self) -> None:
+        self._runs: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]] = []
+
+    def drop_repeats(
+        self,
+        candles: CandleArrays,
+        lines: npt.NDArray[np.int64],
+        problems: list[RowProblem],
+    ) -> CandleArrays:
+        """Return ``candles`` without rows whose time came earlier, reporting each in
+        ``problems``; remember the times kept."""
+        if not len(candles):
+            return candles
+        time = candles.time
+        first_line = np.full(len(time), -1, dtype=np.int64)
+        if len(time) > 1 and not bool(np.all(time[1:] > time[:-1])):
+            order = np.argsort(time, kind="stable")  # equal times stay in line order
+            ordered = time[order]
+            starts = np.concatenate([[True], ordered[1:] != ordered[:-1]])
+            group_first = order[np.flatnonzero(starts)[np.cumsum(starts) - 1]]
+            repeat = ~starts
+            first_line[order[repeat]] = lines[group_first[repeat]]
+        low, high = int(time.min()), int(time.max())
+        for run_times, run_lines in self._runs:
+            if int(run_times[0]) > high or int(run_times[-1]) < low:
+                continue
+            at = np.minimum(np.searchsorted(run_times, time), len(run_times) - 1)
+            found = run_times[at] == time
+            first_line[found] = run_lines[at[found]]
+        repeats = np.flatnonzero(first_line >= 0)
+        if len(repeats):
+            for index in repeats.tolist():
+                problems.append(
+                    RowProblem(
+                        int(lines[index]),
+                        f"open time {format_time(int(time[index]))} already appears on line "
+                        f"{int(first_line[index])}; row skipped",
+                    )
+                )
+            keep = first_line < 0
+            candles = CandleArrays(*(getattr(candles, c)[keep] for c in CandleArrays.COLUMNS))
+            lines = lines[keep]
+        self._remember(candles.time, lines)
+        return candles
+
+    def _remember(self, time: npt.NDArray[np.int64], lines: npt.NDArray[np.int64]) -> None:
+        if not len(time):
+            return
+        if len(time) > 1 and not bool(np.all(time[1:] > time[:-1])):
+            order = np.argsort(time, kind="stable")
+            time, lines = time[order], lines[order]
+        self._runs.append((time.copy(), lines.copy()))
+        while len(self._runs) > 1 and len(self._runs[-2][0]) <= len(self._runs[-1][0]):
+            (a_times, a_lines), (b_times, b_lines) = self._runs.pop(-2), self._runs.pop()
+            merged_times = np.concatenate([a_times, b_times])
+            merged_lines = np.concatenate([a_lines, b_lines])
+            if int(a_times[-1]) >= int(b_times[0]):  # overlapping runs: sort; else already sorted
+                order = np.argsort(merged_times, kind="stable")
+                merged_times, merged_lines = merged_times[order], merged_lines[order]
+            self._runs.append((merged_times, merged_lines))
 
 
 def _split_rows(
@@ -177,14 +286,11 @@ def _parse(
     timeframe: Timeframe,
     time_unit: str,
     problems: list[RowProblem],
-    bytes_read: int,
-) -> CsvChunk:
-    """Turn a batch of raw rows into candles, vectorised; rows that fail a check are re-parsed
-    one by one to say exactly what is wrong with them."""
-    count = len(rows) + len(problems)
+) -> tuple[CandleArrays, npt.NDArray[np.int64]]:
+    """Turn a batch of raw rows into candles (in line order) and their line numbers, vectorised;
+    rows that fail a check are re-parsed one by one to say exactly what is wrong with them."""
     if not rows:
-        problems.sort(key=lambda p: p.line)
-        return CsvChunk(CandleArrays.empty(), problems, count, bytes_read)
+        return CandleArrays.empty(), np.empty(0, dtype=np.int64)
     lines = np.asarray(numbers, dtype=np.int64)
     raw = list(zip(*rows, strict=False))
     ok = np.ones(len(rows), dtype=np.bool_)
@@ -199,15 +305,11 @@ def _parse(
         if None in meaning.values():
             ok &= np.fromiter((meaning[cell] is not None for cell in cells), np.bool_, len(cells))
     with np.errstate(invalid="ignore"):
-        ok &= time >= 0
         for column in (open_, high, low, close):
             ok &= np.isfinite(column) & (column > 0)
         ok &= np.isfinite(volume) & (volume >= 0)
         ok &= (low <= high) & (low <= open_) & (open_ <= high) & (low <= close) & (close <= high)
-    if timeframe.is_calendar:
-        ok &= np.fromiter((timeframe.is_aligned(int(t)) for t in time), np.bool_, len(time))
-    else:
-        ok &= time % timeframe.duration_ms == 0
+    ok &= ~misaligned(np.where(ok, time, 0), timeframe)
     good = CandleArrays(time[ok], open_[ok], high[ok], low[ok], close[ok], volume[ok], closed[ok])
     good_lines = lines[ok]
     rescued: list[tuple[int, float, float, float, float, float, bool]] = []
@@ -228,8 +330,8 @@ def _parse(
                 for name in CandleArrays.COLUMNS
             )
         )
-    problems.sort(key=lambda p: p.line)
-    return CsvChunk(good, problems, count, bytes_read)
+        good_lines = merged_lines[order]
+    return good, good_lines
 
 
 _FLAGS = {
@@ -246,25 +348,33 @@ _FLAGS = {
 def _times(
     cells: tuple[str, ...], time_unit: str, ok: npt.NDArray[np.bool_]
 ) -> npt.NDArray[np.int64]:
-    """Integer times in one go; ISO times (or junk) cell by cell, marking failures in ``ok``."""
+    """Integer times in one go; ISO times (or junk) cell by cell. Cells that are no time, or a
+    time outside 0..MAX_TIME_MS, are marked in ``ok`` (and hold 0)."""
     try:
-        times = np.array(cells, dtype=np.int64)
+        raw = np.array(cells, dtype=np.int64)
     except (ValueError, OverflowError):
         parsed = [_time_or_none(cell, time_unit) for cell in cells]
         ok &= np.fromiter((value is not None for value in parsed), np.bool_, len(parsed))
         return np.fromiter((value or 0 for value in parsed), np.int64, len(parsed))
     if time_unit == "s":
-        return times * 1000
-    if time_unit == "auto":
-        return np.where(np.abs(times) < 100_000_000_000, times * 1000, times)
-    return times
+        seconds = np.ones(len(raw), dtype=np.bool_)
+    elif time_unit == "auto":
+        seconds = raw < _SECONDS_BELOW
+    else:
+        seconds = np.zeros(len(raw), dtype=np.bool_)
+    # Checked before scaling: seconds * 1000 could wrap around int64 into a plausible time.
+    inside = (raw >= 0) & (raw <= np.where(seconds, MAX_TIME_MS // 1000, MAX_TIME_MS))
+    ok &= inside
+    return np.where(inside, np.where(seconds, raw * 1000, raw), 0)
 
 
 def _time_or_none(cell: str, time_unit: str) -> int | None:
+    """The time in ``cell`` when it is one a candle can have, else ``None``."""
     try:
-        return parse_time(cell, unit=time_unit)
+        value = parse_time(cell, unit=time_unit)
     except DataError:
         return None
+    return value if 0 <= value <= MAX_TIME_MS else None
 
 
 def _floats(cells: tuple[str, ...], ok: npt.NDArray[np.bool_]) -> npt.NDArray[np.float64]:
@@ -330,10 +440,14 @@ def _is_float(text: str) -> bool:
     return True
 
 
-def write_candle_csv(handle: IO[str], candles: CandleArrays, *, iso: bool = False) -> int:
-    """Write ``candles`` with a header; floats in shortest round-trip form. Return rows written."""
+def write_candle_csv(
+    handle: IO[str], candles: CandleArrays, *, iso: bool = False, header: bool = True
+) -> int:
+    """Write ``candles``, after a header unless ``header`` is false (to append a later part);
+    floats in shortest round-trip form. Return rows written."""
     writer = csv.writer(handle, lineterminator="\n")
-    writer.writerow(["time", "open", "high", "low", "close", "volume", "closed"])
+    if header:
+        writer.writerow(["time", "open", "high", "low", "close", "volume", "closed"])
     times = [format_time(t) for t in candles.time.tolist()] if iso else candles.time.tolist()
     writer.writerows(
         zip(

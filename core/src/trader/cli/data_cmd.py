@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 import click
 
 from trader.candles import resample as resample_in_python
+from trader.candles import whole_candles
 from trader.cli.main import load_cli_config
 from trader.cli.progress import ProgressReporter
 from trader.errors import DataError, TraderError
 from trader.interfaces import WriteResult
-from trader.model import SeriesKey, Timeframe
+from trader.model import CandleArrays, SeriesKey, Timeframe
 from trader.timeutil import format_time, parse_time
+
+if TYPE_CHECKING:
+    from trader.csvio import RowProblem
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -102,7 +107,13 @@ def data_group() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write every rejected row's line number and reason to this file.",
 )
-@click.option("--batch-size", default=100_000, show_default=True, help="Rows per write.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=100_000,
+    show_default=True,
+    help="Rows per write.",
+)
 @click.pass_context
 def import_command(
     ctx: click.Context,
@@ -119,12 +130,50 @@ def import_command(
     Malformed rows are reported with their line numbers and skipped; every good row is stored.
     The exit status is 1 when any row was rejected.
     """
-    from trader.app import open_candle_store
-    from trader.csvio import RowProblem, read_candle_csv
 
-    config = load_cli_config(ctx)
+    config = load_cli_config(ctx, "storage.candles")
     series = _series(exchange, symbol, timeframe)
     problems: list[RowProblem] = []
+    # Opened before the import, so an unwritable path fails before anything is stored.
+    errors_file = None if errors_path is None else _open_for_writing(errors_path, "--errors")
+    try:
+        result, rows = _import(config, file, series, timeframe, time_unit, batch_size, problems)
+        if errors_file is not None:
+            try:
+                errors_file.writelines(f"{problem}\n" for problem in problems)
+                errors_file.flush()
+            except OSError as error:
+                raise DataError(f"cannot write {errors_path}: {error.strerror or error}") from None
+    finally:
+        if errors_file is not None:
+            with contextlib.suppress(OSError):
+                errors_file.close()
+    click.echo(
+        f"{series}: read {rows:,} rows; stored {result.inserted:,} new, {result.updated:,} "
+        f"changed, {result.unchanged:,} unchanged; rejected {len(problems):,}"
+    )
+    if problems:
+        for problem in problems[:SHOWN_PROBLEMS]:
+            click.echo(f"{file}: {problem}", err=True)
+        if len(problems) > SHOWN_PROBLEMS:
+            more = len(problems) - SHOWN_PROBLEMS
+            hint = f" (all in {errors_path})" if errors_path else " (use --errors FILE for all)"
+            click.echo(f"... and {more:,} more rejected rows{hint}", err=True)
+        raise click.exceptions.Exit(1)
+
+
+def _import(
+    config: Any,
+    file: Path,
+    series: SeriesKey,
+    timeframe: Timeframe,
+    time_unit: str,
+    batch_size: int,
+    problems: list[RowProblem],
+) -> tuple[WriteResult, int]:
+    """Read ``file`` chunk by chunk into the store with progress; collect rejected rows."""
+    from trader.app import open_candle_store
+    from trader.csvio import read_candle_csv
 
     async def run() -> tuple[WriteResult, int]:
         total = WriteResult()
@@ -141,21 +190,18 @@ def import_command(
                     bar.advance_to(chunk.bytes_read)
         return total, rows
 
-    result, rows = _run(run())
-    click.echo(
-        f"{series}: read {rows:,} rows; stored {result.inserted:,} new, {result.updated:,} "
-        f"changed, {result.unchanged:,} unchanged; rejected {len(problems):,}"
-    )
-    if errors_path is not None:
-        errors_path.write_text("".join(f"{problem}\n" for problem in problems))
-    if problems:
-        for problem in problems[:SHOWN_PROBLEMS]:
-            click.echo(f"{file}: {problem}", err=True)
-        if len(problems) > SHOWN_PROBLEMS:
-            more = len(problems) - SHOWN_PROBLEMS
-            hint = f" (all in {errors_path})" if errors_path else " (use --errors FILE for all)"
-            click.echo(f"... and {more:,} more rejected rows{hint}", err=True)
-        raise click.exceptions.Exit(1)
+    return _run(run())
+
+
+def _open_for_writing(path: Path, option: str) -> TextIO:
+    """Open ``path`` for writing text, or raise a one-line DataError saying why it cannot be."""
+    try:
+        return path.open("w", newline="", encoding="utf-8")
+    except OSError as error:
+        raise DataError(
+            f"cannot write {option} file {path}: {error.strerror or error}; "
+            "pick a path in an existing, writable folder"
+        ) from None
 
 
 @data_group.command("export")
@@ -179,24 +225,53 @@ def export_command(
     output: Path | None,
     iso: bool,
 ) -> None:
-    """Export candles as CSV (time,open,high,low,close,volume,closed), oldest first."""
-    from trader.app import open_candle_store
-    from trader.csvio import write_candle_csv
+    """Export candles as CSV (time,open,high,low,close,volume,closed), oldest first.
 
-    config = load_cli_config(ctx)
+    With --output, progress is shown on standard error; writing to standard output, only when
+    standard error is a terminal.
+    """
+    from trader.app import open_candle_store
+
+    config = load_cli_config(ctx, "storage.candles")
     series = _series(exchange, symbol, timeframe)
 
     async def read() -> Any:
         async with open_candle_store(config) as store:
             return await store.read(series, start, end)
 
-    candles = _run(read())
     if output is None:
-        write_candle_csv(sys.stdout, candles, iso=iso)
+        candles = _run(read())
+        if sys.stderr.isatty():
+            with ProgressReporter(f"exporting {series}", len(candles), "candles") as bar:
+                _write_in_chunks(sys.stdout, candles, iso, bar)
+        else:
+            _write_in_chunks(sys.stdout, candles, iso, None)
         return
-    with output.open("w", newline="") as handle:
-        count = write_candle_csv(handle, candles, iso=iso)
-    click.echo(f"{series}: wrote {count:,} candles to {output}", err=True)
+    # Opened before reading, so an unwritable path fails at once.
+    with _open_for_writing(output, "--output") as handle:
+        candles = _run(read())
+        with ProgressReporter(f"exporting {series}", len(candles), "candles") as bar:
+            try:
+                _write_in_chunks(handle, candles, iso, bar)
+            except OSError as error:
+                raise DataError(f"cannot write {output}: {error.strerror or error}") from None
+    click.echo(f"{series}: wrote {len(candles):,} candles to {output}", err=True)
+
+
+#: Candles written per step of ``data export`` (each step advances the progress report).
+EXPORT_CHUNK = 100_000
+
+
+def _write_in_chunks(
+    handle: TextIO, candles: CandleArrays, iso: bool, bar: ProgressReporter | None
+) -> None:
+    from trader.csvio import write_candle_csv
+
+    for begin in range(0, max(len(candles), 1), EXPORT_CHUNK):
+        stop = min(begin + EXPORT_CHUNK, len(candles))
+        write_candle_csv(handle, candles.slice(begin, stop), iso=iso, header=begin == 0)
+        if bar is not None:
+            bar.advance_to(stop)
 
 
 @data_group.command("list")
@@ -206,7 +281,7 @@ def list_command(ctx: click.Context, as_json: bool) -> None:
     """List stored series with their candle counts and time ranges."""
     from trader.app import open_candle_store
 
-    config = load_cli_config(ctx)
+    config = load_cli_config(ctx, "storage.candles")
 
     async def run() -> Any:
         async with open_candle_store(config) as store:
@@ -270,7 +345,7 @@ def gaps_command(
     """List ranges of missing candles in a series (or in [--start, --end))."""
     from trader.app import open_candle_store
 
-    config = load_cli_config(ctx)
+    config = load_cli_config(ctx, "storage.candles")
     series = _series(exchange, symbol, timeframe)
 
     async def run() -> Any:
@@ -312,8 +387,9 @@ def resample_command(
 ) -> None:
     """Build higher-timeframe candles from stored ones and store them.
 
-    Uses the store's own resampling when it has one, else resamples in Python. Re-running
-    changes nothing.
+    --start and --end are widened to whole target candles, so each candle built covers its
+    whole period. Uses the store's own resampling when it has one, else resamples in Python.
+    Re-running changes nothing.
     """
     from trader.app import open_candle_store
 
@@ -321,17 +397,20 @@ def resample_command(
         raise click.BadParameter(
             f"{source_tf} candles do not tile {target_tf} candles", param_hint="--to"
         )
-    config = load_cli_config(ctx)
+    config = load_cli_config(ctx, "storage.candles")
     source = _series(exchange, symbol, source_tf)
     target = _series(exchange, symbol, target_tf)
 
+    # Whole target candles only: a bound inside one would build it from part of its period.
+    low, high = whole_candles(target_tf, start, end)
+
     async def run() -> tuple[WriteResult, bool]:
         async with open_candle_store(config) as store:
-            built = await store.resample(source, target_tf, start, end)
+            built = await store.resample(source, target_tf, low, high)
             in_store = built is not None
             if built is None:
-                lo = None if start is None else target_tf.floor(start)
-                built = resample_in_python(await store.read(source, lo, end), source_tf, target_tf)
+                candles = await store.read(source, low, high)
+                built = resample_in_python(candles, source_tf, target_tf)
             return await store.write(target, built), in_store
 
     result, in_store = _run(run())
@@ -377,9 +456,9 @@ def generate_command(
     if output is None:
         write_candle_csv(sys.stdout, candles)
         return
-    try:
-        with output.open("w", newline="") as handle:
+    with _open_for_writing(output, "--output") as handle:
+        try:
             write_candle_csv(handle, candles)
-    except OSError as error:
-        raise DataError(f"cannot write {output}: {error.strerror or error}") from None
+        except OSError as error:
+            raise DataError(f"cannot write {output}: {error.strerror or error}") from None
     click.echo(f"wrote {count:,} {timeframe} candles to {output}", err=True)

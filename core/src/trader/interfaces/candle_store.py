@@ -115,8 +115,12 @@ class CandleStore(Component):
     ) -> CandleArrays | None:
         """Build ``timeframe`` candles from ``source`` inside the store, if it can.
 
-        Return ``None`` when the store has no server-side resampling; the caller then resamples
-        in Python (:func:`trader.candles.resample`). A built candle is closed only when its whole
+        Bounds are widened to whole ``timeframe`` candles first: ``start`` back to the open of
+        the candle containing it, ``end`` forward to the open of the candle after the one
+        containing ``end - 1`` (:func:`trader.candles.whole_candles`), so a bound inside a
+        candle never yields a candle built from part of its period. Return ``None`` when the
+        store has no server-side resampling; the caller then resamples the widened range in
+        Python (:func:`trader.candles.resample`). A built candle is closed only when its whole
         period lies inside the source data read. The default returns ``None``.
         """
         return None

@@ -6,7 +6,7 @@ feed the hot loops). Every type round-trips through :func:`pack` / :func:`unpack
 """
 
 from trader.model.account import Balance, Decision, Event, OrderCheck, Position
-from trader.model.candle import Candle, CandleArrays, SeriesKey, candle_problem
+from trader.model.candle import MAX_TIME_MS, Candle, CandleArrays, SeriesKey, candle_problem
 from trader.model.codec import MODEL_TYPES, pack, unpack
 from trader.model.market import Market, Precision, PrecisionMode, parse_symbol
 from trader.model.order import (
@@ -24,6 +24,7 @@ from trader.model.timeframe import DAY_MS, HOUR_MS, MINUTE_MS, WEEK_MS, Timefram
 __all__ = [
     "DAY_MS",
     "HOUR_MS",
+    "MAX_TIME_MS",
     "MINUTE_MS",
     "MODEL_TYPES",
     "WEEK_MS",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -17,6 +17,10 @@ from trader.model.timeframe import Timeframe
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
+
+#: The latest open time a candle may have: the last millisecond of the year 9999 (UTC), the
+#: end of what ISO 8601 dates and Python's ``datetime`` can show.
+MAX_TIME_MS: Final = 253_402_300_799_999
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,10 +56,13 @@ def candle_problem(
     """Say what is wrong with these candle values, or return ``None`` when they are sound.
 
     Sound means: finite prices above zero, ``low <= open, close <= high``, finite volume >= 0,
-    and a time that is a whole number of milliseconds at or after 1970.
+    and a time that is a whole number of milliseconds from 1970 to the end of 9999
+    (:data:`MAX_TIME_MS`).
     """
     if time < 0:
         return f"time {time} is before 1970"
+    if time > MAX_TIME_MS:
+        return f"time {time} is after the year 9999 (the latest time is {MAX_TIME_MS})"
     for name, value in (("open", open_), ("high", high), ("low", low), ("close", close)):
         if not math.isfinite(value) or value <= 0:
             return f"{name} {value} is not a finite price above zero"

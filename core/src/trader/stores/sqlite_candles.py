@@ -40,10 +40,11 @@ from trader.candles import (
     normalize,
     resample,
     slot_index,
+    whole_candles,
 )
 from trader.errors import ModelError, StorageError, TraderError
 from trader.interfaces import CandleStore, Gap, PluginContext, SeriesInfo, WriteResult
-from trader.model import Candle, CandleArrays, SeriesKey, Timeframe
+from trader.model import MAX_TIME_MS, Candle, CandleArrays, SeriesKey, Timeframe
 from trader.model.candle import IntArray
 
 __all__ = [
@@ -68,8 +69,8 @@ MIGRATIONS_DIR: Final = Path(__file__).parent / "migrations" / "sqlite_candles"
 BLOCK_SLOTS: Final = 1024
 #: Page size of new files: blocks are about 50 kB, so large pages keep overflow chains short.
 _PAGE_SIZE: Final = 16384
-#: Bounds beyond which no candle can lie (times are >= 0 and well below 2**53 ms).
-_MAX_TIME: Final = 2**53
+#: Just past the latest open time a candle can have (writes refuse anything later).
+_MAX_TIME: Final = MAX_TIME_MS + 1
 #: SQLite allows at most this many ``?`` parameters per statement on old builds.
 _MAX_PARAMS: Final = 900
 _VALUE_COLUMNS: Final = ("open", "high", "low", "close", "volume", "closed")
@@ -191,8 +192,9 @@ class SqliteCandleStore(CandleStore):
     ) -> WriteResult:
         """Upsert ``candles`` into ``series`` in one transaction and count what changed.
 
-        Raises :class:`~trader.errors.ModelError`, writing nothing, when a candle is unsound or
-        its open time is not aligned to the series' timeframe; the message names the row.
+        Raises :class:`~trader.errors.ModelError`, writing nothing, when a candle is unsound
+        (an open time before 1970 or after :data:`~trader.model.MAX_TIME_MS` is) or its open
+        time is not aligned to the series' timeframe; the message names the row.
         """
         return await self._call("write", series, lambda: self._write_sync(series, candles))
 
@@ -235,17 +237,19 @@ class SqliteCandleStore(CandleStore):
         start: int | None = None,
         end: int | None = None,
     ) -> CandleArrays | None:
-        """Build ``timeframe`` candles from the ``source`` candles opening in ``[start, end)``.
+        """Build ``timeframe`` candles from the ``source`` candles of ``[start, end)``.
 
-        The result equals :func:`trader.candles.resample` of :meth:`read`; pass bounds aligned to
-        ``timeframe`` so the first and last candles cover whole periods. Raises
-        :class:`~trader.errors.ModelError` when the source timeframe does not divide
-        ``timeframe``.
+        The bounds are first widened to whole ``timeframe`` candles
+        (:func:`trader.candles.whole_candles`), so a bound inside a candle never builds it
+        from part of its period. The result equals :func:`trader.candles.resample` of
+        :meth:`read` over the widened range. Raises :class:`~trader.errors.ModelError` when the
+        source timeframe does not divide ``timeframe``.
         """
         target = Timeframe.parse(timeframe)
+        low, high = whole_candles(target, start, end)
 
         def run() -> CandleArrays:
-            return resample(self._read_sync(source, start, end), source.timeframe, target)
+            return resample(self._read_sync(source, low, high), source.timeframe, target)
 
         if not source.timeframe.divides(target):
             # The pure function raises the ModelError that explains which targets would work.

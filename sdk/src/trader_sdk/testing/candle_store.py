@@ -42,6 +42,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from trader.candles import resample as reference_resample
+from trader.candles import whole_candles
 from trader.errors import ModelError, StorageError
 from trader.interfaces import CandleStore, Gap, SeriesInfo, WriteResult
 from trader.model import MINUTE_MS, Candle, CandleArrays, SeriesKey, Timeframe
@@ -425,7 +426,8 @@ class CandleStoreConformance:
     def test_cs15_resample_matches_reference(
         self, candle_store_factory: CandleStoreFactory
     ) -> None:
-        """A store that resamples itself builds what :func:`trader.candles.resample` builds."""
+        """A store that resamples itself builds what :func:`trader.candles.resample` builds from
+        the candles of the bounds widened to whole target candles."""
         present = [i for i in range(0, 185) if i % 17 != 3 and not 61 <= i < 64]
         closed = [i != present[-1] for i in present]
         candles = make_candles(minutes(*present), closed=closed)
@@ -442,7 +444,7 @@ class CandleStoreConformance:
                     if got is None:
                         continue
                     built += 1
-                    source = await store.read(SERIES, start, end)
+                    source = await store.read(SERIES, *whole_candles(timeframe, start, end))
                     expected = reference_resample(source, SERIES.timeframe, timeframe)
                     _assert_resampled(got, expected, f"resample to {target} [{start}, {end})")
             await store.write(HOURLY, make_candles([T0, T0 + H]))
@@ -451,6 +453,35 @@ class CandleStoreConformance:
             except ModelError:
                 odd = None
             assert odd is None, "resampling 1h candles to 30m must raise ModelError or give None"
+            return built
+
+        built = run_with_store(candle_store_factory, scenario)
+        if not built:
+            pytest.skip("the store has no server-side resampling (resample() returns None)")
+
+    def test_cs22_resample_bounds_cover_whole_candles(
+        self, candle_store_factory: CandleStoreFactory
+    ) -> None:
+        """Bounds inside a target candle widen to all of it: no partial candle marked closed."""
+        candles = make_candles(minutes(*range(180)))
+        hourly = reference_resample(candles, SERIES.timeframe, HOURLY.timeframe)
+        cases = [
+            ((T0 + 30 * M, None), hourly),
+            ((T0 + 30 * M, T0 + 90 * M), hourly.slice(0, 2)),
+            ((None, T0 + 61 * M), hourly.slice(0, 2)),
+            ((T0 + 59 * M, T0 + 60 * M), hourly.slice(0, 1)),
+            ((T0 + H, T0 + 2 * H), hourly.slice(1, 2)),
+        ]
+
+        async def scenario(store: CandleStore) -> int:
+            await store.write(SERIES, candles)
+            built = 0
+            for (start, end), expected in cases:
+                got = await store.resample(SERIES, HOURLY.timeframe, start, end)
+                if got is None:
+                    continue
+                built += 1
+                _assert_resampled(got, expected, f"resample to 1h [{start}, {end})")
             return built
 
         built = run_with_store(candle_store_factory, scenario)
