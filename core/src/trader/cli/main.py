@@ -28,6 +28,7 @@ BUILTIN_COMMANDS: dict[str, str] = {
     "data": "trader.cli.data_cmd:data_group",
     "plugin": "trader.cli.plugin_cmd:plugin_group",
     "tasks": "trader.cli.tasks_cmd:tasks_group",
+    "keys": "trader.cli.keys_cmd:keys_group",
     "completion": "trader.cli.completion_cmd:completion",
 }
 

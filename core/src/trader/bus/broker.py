@@ -1,0 +1,508 @@
+"""The Majordomo broker (RFC 7/MDP 0.1 with RFC 8/MMI): routes client requests to workers.
+
+One ROUTER socket serves clients and workers alike. Workers announce a service with READY and
+are handed requests least-recently-used first; a worker that announced a capacity above 1 (the
+pipelining extension of :mod:`trader.bus.mdp`) holds that many slots in the queue. Broker and
+workers heartbeat each other; a worker silent for ``liveness`` intervals is forgotten, and one
+the broker does not know is told to DISCONNECT (it then reconnects and sends READY again).
+
+Requests for a service wait for a worker, but not for ever: once a request has waited
+``unavailable_after`` seconds while the service has no worker at all, the broker answers it with
+a ``service_unavailable`` error reply, so a caller fails in bounded time instead of hanging.
+
+The loop is synchronous (a tight ``zmq.Poller`` loop is much faster than asyncio here): run it
+in a thread with :meth:`Broker.start`, in the current thread with :meth:`Broker.run`, or as a
+process with ``python -m trader.bus.broker``. Malformed messages are counted and dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+
+from trader.bus import mdp
+from trader.bus.codec import ErrorReply, decode_envelope, default_registry, encode_envelope
+from trader.bus.errors import MalformedMessage
+from trader.bus.streams import StreamForwarder
+from trader.bus.transport import Security, bound_endpoint, make_socket
+
+__all__ = ["Broker", "BrokerStats", "main"]
+
+log = logging.getLogger(__name__)
+
+_MAX_DRAIN = 2000
+
+
+@dataclass
+class BrokerStats:
+    """Counters of what the broker did, for tests and monitoring."""
+
+    requests: int = 0
+    replies: int = 0
+    malformed: int = 0
+    expired_requests: int = 0
+    workers_expired: int = 0
+    disconnects_sent: int = 0
+
+
+@dataclass(eq=False)
+class _Worker:
+    identity: bytes
+    service: _Service
+    capacity: int
+    expires_at: float
+    busy: int = 0
+    alive: bool = True
+
+
+@dataclass(eq=False)
+class _Service:
+    name: bytes
+    workers: dict[bytes, _Worker] = field(default_factory=dict)
+    #: Free worker slots, least recently used first.
+    slots: deque[_Worker] = field(default_factory=deque)
+    #: Waiting requests: (client address, body frames, time queued).
+    requests: deque[tuple[bytes, list[bytes], float]] = field(default_factory=deque)
+
+
+class Broker:
+    """A Majordomo broker bound to ``endpoint`` (``inproc://``, ``ipc://`` or ``tcp://``).
+
+    ``forwarder`` is an optional stream hub (:class:`~trader.bus.streams.StreamForwarder`) the
+    broker hosts: it is started and stopped with the broker and forwards on a thread of its own.
+
+    ``context`` defaults to :func:`trader.bus.mdp.shared_context` so ``inproc://`` reaches
+    workers and clients of the same process. ``security`` is handed to
+    :func:`trader.bus.transport.make_socket` (CURVE for TCP, or an explicit plaintext opt-in).
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        context: zmq.Context[Any] | None = None,
+        security: Security | None = None,
+        heartbeat_interval: float = mdp.HEARTBEAT_INTERVAL,
+        liveness: int = mdp.HEARTBEAT_LIVENESS,
+        unavailable_after: float | None = None,
+        forwarder: StreamForwarder | None = None,
+    ) -> None:
+        if heartbeat_interval <= 0 or liveness < 1:
+            raise ValueError("heartbeat_interval must be positive and liveness at least 1")
+        self.requested_endpoint = endpoint
+        base = context if context is not None else mdp.shared_context()
+        self._base_context = base  # a shadow does not keep its context alive
+        self._context: zmq.Context[Any] = zmq.Context.shadow(base.underlying)
+        self._security = security
+        self.heartbeat_interval = heartbeat_interval
+        self.liveness = liveness
+        self.unavailable_after = (
+            unavailable_after if unavailable_after is not None else heartbeat_interval * liveness
+        )
+        self.stats = BrokerStats()
+        self.forwarder = forwarder
+        self._socket: zmq.Socket[bytes] | None = None
+        self._endpoint: str | None = None
+        self._services: dict[bytes, _Service] = {}
+        self._workers: dict[bytes, _Worker] = {}
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._wake_address = f"inproc://trader-broker-wake-{id(self):x}"
+        self._wake_in: zmq.Socket[bytes] | None = None
+        self._wake_out: zmq.Socket[bytes] | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    @property
+    def endpoint(self) -> str:
+        """The address the broker listens on (with the real port for ``tcp://host:0``)."""
+        if self._endpoint is None:
+            raise RuntimeError("the broker is not bound yet; call bind() or start() first")
+        return self._endpoint
+
+    def bind(self) -> str:
+        """Create and bind the ROUTER socket; return the bound address. Idempotent."""
+        if self._socket is None:
+            socket = make_socket(
+                self._context,
+                zmq.ROUTER,
+                self.requested_endpoint,
+                bind=True,
+                security=self._security,
+                heartbeat_ms=max(1, int(self.heartbeat_interval * 1000)),
+                options=mdp.QUEUE_OPTIONS,
+            )
+            self._socket = socket
+            self._endpoint = bound_endpoint(socket)
+            self._wake_in = self._context.socket(zmq.PAIR)
+            self._wake_in.bind(self._wake_address)
+            self._wake_out = self._context.socket(zmq.PAIR)
+            self._wake_out.connect(self._wake_address)
+            if self.forwarder is not None:
+                self.forwarder.start()
+        return self.endpoint
+
+    def start(self) -> str:
+        """Bind and run the broker in a daemon thread; return the bound address."""
+        if self._thread is not None:
+            return self.endpoint
+        endpoint = self.bind()
+        self._thread = threading.Thread(target=self.run, name="trader-bus-broker", daemon=True)
+        self._thread.start()
+        return endpoint
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the loop (wherever it runs) and close the sockets. Idempotent."""
+        self._stopping = True
+        if self._wake_out is not None and not self._wake_out.closed:
+            with contextlib.suppress(zmq.ZMQError):
+                self._wake_out.send(b"", zmq.NOBLOCK)
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        elif self._socket is not None and not self._running:
+            self._close()
+        if self.forwarder is not None:
+            self.forwarder.stop()
+
+    _running = False
+
+    def _close(self) -> None:
+        for socket in (self._socket, self._wake_in, self._wake_out):
+            if socket is not None and not socket.closed:
+                socket.close(linger=0)
+
+    def run(self) -> None:
+        """Serve until :meth:`stop` is called (from another thread or a signal handler)."""
+        self.bind()
+        socket = self._socket
+        wake = self._wake_in
+        assert socket is not None and wake is not None
+        poller = zmq.Poller()
+        poller.register(socket, zmq.POLLIN)
+        poller.register(wake, zmq.POLLIN)
+        recv = mdp.recv_frames
+        handle = self._handle
+        monotonic = time.monotonic
+        tick_every = min(self.heartbeat_interval, self.unavailable_after / 4)
+        next_tick = monotonic() + tick_every
+        self._running = True
+        try:
+            while not self._stopping:
+                wait_ms = max(0, int((next_tick - monotonic()) * 1000) + 1)
+                ready = dict(poller.poll(wait_ms))
+                if socket in ready:
+                    now = monotonic()
+                    for _ in range(_MAX_DRAIN):
+                        try:
+                            frames = recv(socket)
+                        except zmq.Again:
+                            break
+                        handle(frames, now)
+                if wake in ready:
+                    while wake.poll(0):
+                        wake.recv()
+                now = monotonic()
+                if now >= next_tick:
+                    self._tick(now)
+                    next_tick = now + tick_every
+        finally:
+            self._running = False
+            self._close()
+
+    def worker_count(self, service: str) -> int:
+        """Return how many workers serve ``service`` now (safe to call from any thread)."""
+        record = self._services.get(service.encode())
+        return len(record.workers) if record is not None else 0
+
+    # -- message handling ----------------------------------------------------------------------
+
+    def _malformed(self, frames: list[bytes], why: str) -> None:
+        self.stats.malformed += 1
+        log.warning(
+            "bus broker dropped a malformed message (%s, %d frames); %d dropped so far",
+            why,
+            len(frames),
+            self.stats.malformed,
+        )
+
+    def _send(self, frames: list[bytes]) -> None:
+        assert self._socket is not None
+        try:
+            mdp.send_frames(self._socket, frames)
+        except zmq.ZMQError as error:  # a full or vanished peer: the client will retry
+            log.debug("bus broker could not send to a peer: %s", error)
+
+    def _handle(self, frames: list[bytes], now: float) -> None:
+        if len(frames) < 3 or frames[1] != b"":
+            self._malformed(frames, "no address and empty delimiter")
+            return
+        header = frames[2]
+        if header == mdp.CLIENT:
+            self._handle_client(frames, now)
+        elif header == mdp.WORKER:
+            self._handle_worker(frames, now)
+        else:
+            self._malformed(frames, "unknown protocol header")
+
+    def _handle_client(self, frames: list[bytes], now: float) -> None:
+        # [client, "", MDPC01, service, body...]
+        if len(frames) < 5:
+            self._malformed(frames, "client request without service or body")
+            return
+        client, service_name = frames[0], frames[3]
+        body = frames[4:]
+        if service_name.startswith(mdp.MMI_PREFIX):
+            self._handle_mmi(client, service_name, body)
+            return
+        self.stats.requests += 1
+        service = self._services.get(service_name)
+        if service is None:
+            service = self._services[service_name] = _Service(service_name)
+        slots = service.slots
+        if slots and not service.requests:
+            while slots:
+                worker = slots.popleft()
+                if worker.alive:
+                    worker.busy += 1
+                    self._send(mdp.worker_request(worker.identity, client, body))
+                    return
+        service.requests.append((client, body, now))
+        self._dispatch(service)
+
+    def _handle_mmi(self, client: bytes, service_name: bytes, body: list[bytes]) -> None:
+        if service_name == mdp.MMI_SERVICE:
+            asked = self._services.get(body[0])
+            code = mdp.MMI_FOUND if asked is not None and asked.workers else mdp.MMI_NOT_FOUND
+        else:
+            code = mdp.MMI_NOT_IMPLEMENTED
+        # Frames after the service name (trader's query id) are echoed after the code.
+        self._send(mdp.client_reply(client, service_name, [code, *body[1:]]))
+
+    def _handle_worker(self, frames: list[bytes], now: float) -> None:
+        # [worker, "", MDPW01, command, ...]
+        if len(frames) < 4:
+            self._malformed(frames, "worker message without command")
+            return
+        identity, command = frames[0], frames[3]
+        worker = self._workers.get(identity)
+        if command == mdp.REPLY:
+            # [worker, "", MDPW01, REPLY, client, "", body...]
+            if worker is None:
+                self._disconnect(identity)
+                return
+            if len(frames) < 7 or frames[5] != b"":
+                self._malformed(frames, "REPLY without client address and body")
+                return
+            worker.expires_at = now + self.heartbeat_interval * self.liveness
+            service = worker.service
+            self.stats.replies += 1
+            self._send(mdp.client_reply(frames[4], service.name, frames[6:]))
+            if worker.busy > 0:
+                worker.busy -= 1
+                service.slots.append(worker)
+                if service.requests:
+                    self._dispatch(service)
+        elif command == mdp.HEARTBEAT:
+            if worker is None:
+                self._disconnect(identity)
+                return
+            worker.expires_at = now + self.heartbeat_interval * self.liveness
+            if len(frames) >= 5:
+                busy = mdp.parse_count(frames[4])
+                if busy is None:
+                    self._malformed(frames, "HEARTBEAT with an invalid busy count")
+                elif busy != worker.busy:
+                    self._reconcile(worker, busy)
+        elif command == mdp.READY:
+            self._handle_ready(identity, worker, frames, now)
+        elif command == mdp.DISCONNECT:
+            if worker is not None:
+                self._remove_worker(worker)
+        else:
+            self._malformed(frames, f"unknown worker command {command!r}")
+
+    def _handle_ready(
+        self, identity: bytes, worker: _Worker | None, frames: list[bytes], now: float
+    ) -> None:
+        if worker is not None:
+            # RFC 7: a second READY is a protocol error; forget the worker and disconnect it.
+            log.warning("bus broker: worker sent READY twice; disconnecting it")
+            self._remove_worker(worker)
+            self._disconnect(identity)
+            return
+        if len(frames) < 5 or not frames[4] or frames[4].startswith(mdp.MMI_PREFIX):
+            self._malformed(frames, "READY without a valid service name")
+            self._disconnect(identity)
+            return
+        capacity = 1
+        if len(frames) >= 6:
+            parsed = mdp.parse_count(frames[5], minimum=1)
+            if parsed is None:
+                self._malformed(frames, "READY with an invalid capacity")
+                self._disconnect(identity)
+                return
+            capacity = parsed
+        service_name = frames[4]
+        service = self._services.get(service_name)
+        if service is None:
+            service = self._services[service_name] = _Service(service_name)
+        worker = _Worker(identity, service, capacity, now + self.heartbeat_interval * self.liveness)
+        self._workers[identity] = worker
+        service.workers[identity] = worker
+        service.slots.extend([worker] * capacity)
+        log.info(
+            "bus broker: worker ready for %r (capacity %d)",
+            service_name.decode(errors="replace"),
+            capacity,
+        )
+        self._dispatch(service)
+
+    def _dispatch(self, service: _Service) -> None:
+        slots, requests = service.slots, service.requests
+        while slots and requests:
+            worker = slots.popleft()
+            if not worker.alive:
+                continue
+            client, body, _ = requests.popleft()
+            worker.busy += 1
+            self._send(mdp.worker_request(worker.identity, client, body))
+
+    def _reconcile(self, worker: _Worker, busy: int) -> None:
+        """Trust the worker's own count of running requests (lost messages leak slots)."""
+        worker.busy = min(busy, worker.capacity)
+        service = worker.service
+        free = worker.capacity - worker.busy
+        held = sum(1 for slot in service.slots if slot is worker)
+        if held > free:
+            extra = held - free
+            kept: deque[_Worker] = deque()
+            for slot in reversed(service.slots):
+                if slot is worker and extra:
+                    extra -= 1
+                    continue
+                kept.appendleft(slot)
+            service.slots = kept
+        elif held < free:
+            service.slots.extend([worker] * (free - held))
+            self._dispatch(service)
+
+    def _disconnect(self, identity: bytes) -> None:
+        self.stats.disconnects_sent += 1
+        self._send(mdp.broker_command(identity, mdp.DISCONNECT))
+
+    def _remove_worker(self, worker: _Worker) -> None:
+        worker.alive = False
+        self._workers.pop(worker.identity, None)
+        service = worker.service
+        service.workers.pop(worker.identity, None)
+        service.slots = deque(slot for slot in service.slots if slot is not worker)
+
+    # -- timers --------------------------------------------------------------------------------
+
+    def _tick(self, now: float) -> None:
+        for worker in list(self._workers.values()):
+            if now >= worker.expires_at:
+                log.warning(
+                    "bus broker: worker for %r missed %d heartbeats; forgetting it",
+                    worker.service.name.decode(errors="replace"),
+                    self.liveness,
+                )
+                self.stats.workers_expired += 1
+                self._remove_worker(worker)
+            else:
+                self._send(mdp.broker_command(worker.identity, mdp.HEARTBEAT))
+        for name, service in list(self._services.items()):
+            if not service.workers:
+                if service.requests:
+                    self._expire_requests(service, now)
+                if not service.requests:
+                    del self._services[name]  # nothing to remember; READY makes it again
+
+    def _expire_requests(self, service: _Service, now: float) -> None:
+        requests = service.requests
+        name = service.name.decode(errors="replace")
+        while requests and now - requests[0][2] >= self.unavailable_after:
+            client, body, _ = requests.popleft()
+            self.stats.expired_requests += 1
+            try:
+                request = decode_envelope(body[0])
+            except MalformedMessage:
+                continue
+            error = ErrorReply(
+                "service_unavailable",
+                "ServiceUnavailable",
+                f"no worker for service {name!r} within {self.unavailable_after:g} s",
+            )
+            envelope = default_registry.envelope(error, correlation_id=request.id)
+            self._send(mdp.client_reply(client, service.name, [encode_envelope(envelope)]))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run a broker in the foreground: ``python -m trader.bus.broker ENDPOINT``.
+
+    Prints the bound address on the first line of standard output (useful with port 0) and, with
+    ``--streams``, the forwarder's two addresses on the second; serves until SIGINT or SIGTERM.
+    """
+    parser = argparse.ArgumentParser(prog="python -m trader.bus.broker", description=main.__doc__)
+    parser.add_argument("endpoint", help="address to bind, e.g. tcp://127.0.0.1:5555")
+    parser.add_argument("--heartbeat", type=float, default=mdp.HEARTBEAT_INTERVAL)
+    parser.add_argument("--liveness", type=int, default=mdp.HEARTBEAT_LIVENESS)
+    parser.add_argument("--unavailable-after", type=float, default=None)
+    parser.add_argument(
+        "--plaintext", action="store_true", help="allow plaintext TCP (loopback only)"
+    )
+    parser.add_argument(
+        "--streams",
+        nargs=2,
+        metavar=("XSUB", "XPUB"),
+        help="also host the stream forwarder: publishers' and subscribers' endpoints",
+    )
+    parser.add_argument("--keys", help="CURVE keypair file of the broker (NAME.key_secret)")
+    parser.add_argument("--allow", help="directory of the public keys of admitted peers")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    security: Security | None = None
+    if args.keys:
+        if not args.allow:
+            parser.error("--keys needs --allow DIRECTORY (the public keys of admitted peers)")
+        security = Security.server(args.keys, args.allow)
+    elif args.plaintext:
+        security = Security(plaintext_tcp=True)
+    forwarder = None
+    if args.streams:
+        forwarder = StreamForwarder(args.streams[0], args.streams[1], security)
+    broker = Broker(
+        args.endpoint,
+        forwarder=forwarder,
+        security=security,
+        heartbeat_interval=args.heartbeat,
+        liveness=args.liveness,
+        unavailable_after=args.unavailable_after,
+    )
+    print(broker.bind(), flush=True)
+    if forwarder is not None:
+        print(forwarder.xsub_address, forwarder.xpub_address, flush=True)
+
+    def stop(signum: int, frame: object) -> None:
+        broker.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    broker.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
