@@ -213,6 +213,33 @@ def test_many_concurrent_calls_each_get_their_own_reply(
     assert run(scenario()) == [str(n) for n in range(500)]
 
 
+def test_a_lone_call_goes_alone_and_calls_made_together_travel_in_one_message(
+    start_broker: Callable[..., Broker],
+) -> None:
+    broker = start_broker("inproc")
+    echo = Echo()
+
+    async def scenario() -> None:
+        async with host(broker, echo, concurrency=4), client(broker) as caller:
+            await caller.wait_for_service(Echo.name)
+            before = broker.stats.requests
+            assert (await caller.call(Echo.name, Ping("lone"), expect=Pong)).text == "lone"
+            assert broker.stats.requests == before + 1
+            # With a call in flight, calls made in one turn of the loop share one message.
+            hanging = asyncio.create_task(caller.call(Echo.name, Hang()))
+            await echo.started.wait()
+            before = broker.stats.requests
+            replies = await asyncio.gather(
+                *(caller.call(Echo.name, Ping(str(n)), expect=Pong) for n in range(10))
+            )
+            assert [reply.text for reply in replies] == [str(n) for n in range(10)]
+            assert broker.stats.requests == before + 1
+            echo.release.set()
+            assert (await hanging).text == "released"
+
+    run(scenario())
+
+
 def test_handler_error_is_raised_in_the_caller_as_remote_error(
     start_broker: Callable[..., Broker],
 ) -> None:

@@ -322,14 +322,16 @@ class Client:
 
     def _enqueue(self, service: bytes, frame: bytes) -> None:
         # Calls made in one turn of the loop to one service travel as one multipart message.
-        # The first call of a turn goes at once (no added latency for lone calls).
+        # A lone call (no other call waiting) goes at once, so lockstep callers add no latency;
+        # with other calls in flight, replies arrive in batches and wake callers together, so
+        # waiting for the end of the turn gathers their next calls into one message.
         if not self._flush_scheduled:
             self._flush_scheduled = True
             assert self._loop is not None
             self._loop.call_soon(self._flush)
-            if self._pump is not None:
+            if len(self._calls) <= 1 and self._pump is not None:
                 self._pump.send(mdp.client_request(service, frame))
-            return
+                return
         box = self._outbox.get(service)
         if box is None:
             self._outbox[service] = [frame]

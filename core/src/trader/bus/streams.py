@@ -12,14 +12,22 @@ sequence number of the first body, the next bodies follow at ``first_seq + 1, ..
 are per topic, start at 1 and are stamped by the :class:`Publisher` (one publisher per topic).
 An envelope with no bodies is a keep-alive announcing that ``first_seq - 1`` is the latest
 sequence, so a subscriber notices a lost tail. Bodies are opaque bytes (usually msgpack).
-The header is plain msgpack rather than :mod:`trader.bus.codec` envelopes so streams can batch
-cheaply; both may be unified later.
+The header is plain msgpack rather than a :mod:`trader.bus.codec` envelope, on purpose: an
+envelope carries one message with a type name, two 16-byte ids and a time (about 50 bytes and
+1.5 µs to encode, 1 µs to decode per message here), while one stream header serves a whole
+batch (about 2 bytes and 0.07 µs per message in batches of 100), which is what lets
+``bus.pubsub_mps`` pass 300,000 with every sequence checked. Streams need none of the
+envelope's fields: no reply to correlate, and the sequence is the id. The two formats meet at
+the replay service (:mod:`trader.bus.replay`), whose typed replies carry a range in the same
+``first_seq`` + bodies shape.
 
 A :class:`Subscriber` checks every sequence. A gap is filled from a :class:`ReplaySource`
-(``replay(topic, from_seq, to_seq)``, ``snapshot(topic)``) before later messages are delivered,
-so consumers see each sequence exactly once and in order. A subscriber joining late starts from
-``snapshot(topic)``: a :class:`Snapshot` item, then messages after its sequence. Malformed
-frames are counted, logged and dropped; they never raise into the consumer.
+(``replay(topic, from_seq, to_seq)``, ``snapshot(topic)``; a :class:`ReplayBuffer` in this
+process, or :class:`trader.bus.replay.BusReplaySource` calling a replay service through the
+broker) before later messages are delivered, so consumers see each sequence exactly once and in
+order. A subscriber joining late starts from ``snapshot(topic)``: a :class:`Snapshot` item,
+then messages after its sequence. Malformed frames are counted, logged and dropped; they never
+raise into the consumer.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ BUILTIN_COMMANDS: dict[str, str] = {
     "plugin": "trader.cli.plugin_cmd:plugin_group",
     "tasks": "trader.cli.tasks_cmd:tasks_group",
     "keys": "trader.cli.keys_cmd:keys_group",
+    "broker": "trader.cli.broker_cmd:broker_command",
     "completion": "trader.cli.completion_cmd:completion",
 }
 
