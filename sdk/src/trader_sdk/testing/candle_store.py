@@ -573,7 +573,12 @@ class CandleStoreConformance:
     @settings(
         max_examples=30,
         deadline=None,
-        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+        suppress_health_check=[
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.too_slow,
+            # A suite is subclassed once per store, so this test runs on several classes.
+            HealthCheck.differing_executors,
+        ],
     )
     @given(
         batches=st.lists(

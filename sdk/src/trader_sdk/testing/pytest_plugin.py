@@ -39,3 +39,16 @@ def plugin_context(tmp_path: Path) -> PluginContext:
 def plugin_host() -> PluginHost:
     """A plugin host loaded afresh from the installed distributions."""
     return PluginHost().load()
+
+
+# A throwaway PostgreSQL server: ``postgres_cluster`` (session) and ``postgres_database`` (a
+# fresh database per test); see trader_sdk.testing.postgres.
+from trader_sdk.testing.postgres import (  # noqa: E402
+    postgres_cluster as postgres_cluster,
+)
+from trader_sdk.testing.postgres import (  # noqa: E402
+    postgres_database as postgres_database,
+)
+from trader_sdk.testing.postgres import (  # noqa: E402
+    timescaledb_server as timescaledb_server,
+)
