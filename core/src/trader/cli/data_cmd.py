@@ -462,3 +462,8 @@ def generate_command(
         except OSError as error:
             raise DataError(f"cannot write {output}: {error.strerror or error}") from None
     click.echo(f"wrote {count:,} {timeframe} candles to {output}", err=True)
+
+
+from trader.cli.migrate_cmd import migrate_command  # noqa: E402 - added after the group exists
+
+data_group.add_command(migrate_command)
