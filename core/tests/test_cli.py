@@ -64,6 +64,7 @@ def test_plugins_json_lists_defaults_and_first_party_distributions() -> None:
         "candle_store": ["sqlite"],
         "state_store": ["sqlite"],
     }
+    assert defaults["paper"]["registers"] == {"exchange": ["paper"]}
     assert defaults["schedulers"]["registers"] == {
         "scheduler": ["candle_close", "cron", "interval"]
     }

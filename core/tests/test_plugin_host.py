@@ -184,7 +184,7 @@ def test_load_plugins_limits_to_named_distributions(make_distribution: MakeDistr
     make_distribution("trader-one", STORE_PLUGIN.format(name="one"))
     make_distribution("trader-two", STORE_PLUGIN.format(name="two"))
     host = load(TRADER_LOAD_PLUGINS="trader-one, storage_scylla")
-    assert set(host.plugins) == {"sqlite", "schedulers", "trader_one", "storage_scylla"}
+    assert set(host.plugins) == {"sqlite", "schedulers", "paper", "trader_one", "storage_scylla"}
 
 
 def test_disable_plugins_skips_named_plugins_including_defaults(
@@ -254,7 +254,7 @@ def test_a_hook_wrapper_is_refused(make_distribution: MakeDistribution) -> None:
 
 
 def test_missing_capability_names_the_distribution_to_install() -> None:
-    host = load()
+    host = load(TRADER_LOAD_PLUGINS="defaults-only")  # first-party plugins absent
     with pytest.raises(CapabilityNotFound) as raised:
         host.registration(Kind.EXCHANGE, "bitfinex")
     assert "no exchange named 'bitfinex' is installed" in str(raised.value)

@@ -45,6 +45,7 @@ ENTRY_POINT_GROUP = "trader"
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "trader.default_plugins.sqlite",
     "trader.default_plugins.schedulers",
+    "trader.default_plugins.paper",
 )
 
 

@@ -7,6 +7,8 @@ classes to subclass:
 * :class:`trader_sdk.testing.candle_store.CandleStoreConformance`
 * :class:`trader_sdk.testing.state_store.StateStoreConformance`
 * :class:`trader_sdk.testing.scheduler.SchedulerConformance`
+* :class:`trader_sdk.testing.exchange.ExchangeConformance`
 
-Exchange and strategy-runtime suites arrive with their issues.
+:mod:`trader_sdk.testing.postgres` starts throwaway PostgreSQL servers for store tests. The
+strategy-runtime suite arrives with the backtest engine.
 """

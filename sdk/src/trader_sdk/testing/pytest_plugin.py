@@ -18,6 +18,8 @@ pytest.register_assert_rewrite(
     "trader_sdk.testing.candle_store",
     "trader_sdk.testing.state_store",
     "trader_sdk.testing.scheduler",
+    "trader_sdk.testing.exchange",
+    "trader_sdk.testing.postgres",
 )
 
 from trader.interfaces import PluginContext  # noqa: E402 - after the rewrite registration
