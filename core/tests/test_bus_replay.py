@@ -84,7 +84,10 @@ def test_replay_source_over_the_bus_returns_ranges_in_chunks_and_snapshots(
             assert isinstance(source, ReplaySource)
 
             got = await source.replay(TOPIC, 7, 17)  # 11 messages at 4 a call: 3 calls
-            assert got == [StreamMessage(TOPIC, n, 1_000, f"m{n}".encode()) for n in range(7, 18)]
+            epoch = service.source.epoch  # type: ignore[attr-defined]
+            assert got == [
+                StreamMessage(TOPIC, n, 1_000, f"m{n}".encode(), epoch) for n in range(7, 18)
+            ]
             assert source.calls == 3 and service.replays == 3
 
             # Ranges past the end stop where the history ends; one more call finds nothing.
@@ -115,7 +118,8 @@ def test_replay_service_refuses_bad_ranges_and_topics(broker: Broker) -> None:
             reply = await client.call(
                 REPLAY_SERVICE, ReplayRequest(TOPIC, 2, 3), expect=ReplayRange
             )
-            assert reply == ReplayRange(TOPIC, 2, [1_000, 1_000], [b"m2", b"m3"])
+            epoch = service.source.epoch  # type: ignore[attr-defined]
+            assert reply == ReplayRange(TOPIC, 2, [1_000, 1_000], [b"m2", b"m3"], epoch)
             snapshot = await client.call(
                 REPLAY_SERVICE, SnapshotRequest(TOPIC), expect=SnapshotReply
             )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import random
 import tempfile
@@ -27,18 +28,23 @@ from trader.bus.streams import (
     ReplaySource,
     Snapshot,
     StreamForwarder,
+    StreamFrame,
     StreamItem,
     StreamMessage,
     Subscriber,
     decode_stream_frames,
     encode_stream_frames,
+    new_epoch,
 )
 from trader.bus.transport import Security, bound_endpoint, make_socket
 from trader.errors import ConfigError
 
 PLAINTEXT = Security(plaintext_tcp=True)
 TOPIC = "candles.test.BTCUSD.1m"
+END = "feed.end"
+EPOCH = 7
 T = TypeVar("T")
+_FEEDS = itertools.count(1)
 
 
 def run(scenario: Callable[[zmq.asyncio.Context], Awaitable[T]]) -> T:
@@ -134,31 +140,104 @@ def bodies_of(items: list[StreamItem], topic: str = TOPIC) -> list[bytes]:
     return [item.body for item in items if isinstance(item, StreamMessage) and item.topic == topic]
 
 
+class Feed:
+    """A bound XPUB a subscriber connects to over inproc: hand-made frames reach it in order,
+    through its public path (the socket), and the subscriptions it sends can be read."""
+
+    def __init__(self, context: zmq.asyncio.Context) -> None:
+        self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.shadow(context.underlying)
+        self.socket = self.context.socket(zmq.XPUB)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.setsockopt(zmq.SNDHWM, 0)
+        self.address = f"inproc://feed-{next(_FEEDS)}"
+        self.socket.bind(self.address)
+        self.ends = 0
+
+    def expect(self, message: bytes) -> None:
+        """Wait (bounded) until the subscriber side sends ``message`` (\\x01/\\x00 + topic)."""
+        while self.socket.poll(5000):
+            if self.socket.recv() == message:
+                return
+        raise AssertionError(f"the subscriber never sent {message!r}")
+
+    async def run(self, subscriber: Subscriber, frames: list[list[bytes]]) -> list[StreamItem]:
+        """Send ``frames``, then an end marker; return what the subscriber delivered before it.
+
+        The subscriber handles frames in order, so once the marker arrives every frame before
+        it has been handled (gaps repaired included).
+        """
+        if not self.ends:
+            await subscriber.subscribe(END)
+            self.expect(b"\x01" + END.encode())
+        for frame in frames:
+            self.socket.send_multipart(frame)
+        self.ends += 1
+        self.socket.send_multipart(encode_stream_frames(END, EPOCH, self.ends, 0, [b""]))
+        items: list[StreamItem] = []
+        while not any(item.topic == END for item in items):
+            items += await subscriber.receive(timeout=10)
+        return [item for item in items if item.topic != END]
+
+    def close(self) -> None:
+        self.socket.close(linger=0)
+
+
+async def fed(
+    context: zmq.asyncio.Context,
+    frames: list[list[bytes]],
+    replay: ReplaySource | None = None,
+    topics: tuple[str, ...] = (TOPIC,),
+) -> tuple[list[StreamItem], Subscriber]:
+    """Feed ``frames`` to a fresh subscriber of ``topics``; return the items and the subscriber
+    (closed)."""
+    feed = Feed(context)
+    subscriber = Subscriber(context, feed.address, replay=replay)
+    try:
+        for topic in topics:
+            await subscriber.subscribe(topic)
+            feed.expect(b"\x01" + topic.encode())
+        return await feed.run(subscriber, frames), subscriber
+    finally:
+        subscriber.close()
+        feed.close()
+
+
 # ---------------------------------------------------------------------------------------------
 # Wire format
 
 
 def test_frames_round_trip() -> None:
-    frames = encode_stream_frames(TOPIC, 7, 123, [b"a", b"", b"c" * 100])
+    frames = encode_stream_frames(TOPIC, 99, 7, 123, [b"a", b"", b"c" * 100])
     assert frames[0] == TOPIC.encode()
-    assert decode_stream_frames(frames) == (TOPIC, 7, 123, [b"a", b"", b"c" * 100])
+    assert decode_stream_frames(frames) == StreamFrame(TOPIC, 99, 7, 123, [b"a", b"", b"c" * 100])
 
 
 @given(
     topic=st.text(min_size=1, max_size=60),
+    epoch=st.integers(0, 2**64 - 1),
     first=st.integers(1, 2**63 - 1),
     time_ns=st.integers(0, 2**63 - 1),
     bodies=st.lists(st.binary(max_size=200), max_size=20),
 )
 def test_encode_then_decode_is_identity(
-    topic: str, first: int, time_ns: int, bodies: list[bytes]
+    topic: str, epoch: int, first: int, time_ns: int, bodies: list[bytes]
 ) -> None:
-    assert decode_stream_frames(encode_stream_frames(topic, first, time_ns, bodies)) == (
+    assert decode_stream_frames(encode_stream_frames(topic, epoch, first, time_ns, bodies)) == (
         topic,
+        epoch,
         first,
         time_ns,
         bodies,
     )
+
+
+def test_epochs_are_random_positive_63_bit_ids() -> None:
+    epochs = {new_epoch() for _ in range(1000)}
+    assert len(epochs) == 1000 and all(0 < epoch < 2**63 for epoch in epochs)
+    assert ReplayBuffer().epoch != ReplayBuffer().epoch
+    assert ReplayBuffer(epoch=42).epoch == 42
+    with pytest.raises(ConfigError, match="epoch"):
+        ReplayBuffer(epoch=0)
 
 
 @given(st.lists(st.binary(max_size=300), max_size=4))
@@ -172,7 +251,8 @@ def test_mutated_frames_never_crash_the_subscriber() -> None:
     stream message or counted as malformed, and the subscriber keeps working."""
     rng = random.Random(20261122)
     valid = [
-        encode_stream_frames(TOPIC, n, n * 10, [b"x" * (n % 7)] * (n % 4)) for n in range(1, 50)
+        encode_stream_frames(TOPIC, EPOCH, n, n * 10, [b"x" * (n % 7)] * (n % 4))
+        for n in range(1, 50)
     ]
 
     def mutate(frames: list[bytes]) -> list[bytes]:
@@ -191,22 +271,17 @@ def test_mutated_frames_never_crash_the_subscriber() -> None:
         return [bytes(frame) for frame in out]
 
     async def scenario(context: zmq.asyncio.Context) -> None:
-        subscriber = Subscriber(context, "inproc://unused", replay=ReplayBuffer())
-        try:
-            await subscriber.subscribe(TOPIC)
-            accepted = 0
-            for _ in range(5000):
-                frames = mutate(rng.choice(valid))
-                try:
-                    decode_stream_frames(frames)
-                    accepted += 1
-                except MalformedMessage:
-                    pass
-                await subscriber._handle(frames)
-            assert subscriber.stats.malformed == 5000 - accepted
-            assert subscriber.stats.malformed > 0
-        finally:
-            subscriber.close()
+        sent = [mutate(rng.choice(valid)) for _ in range(5000)]
+        # Only frames whose first part starts with the topic pass ZeroMQ's prefix filter.
+        arriving = [frames for frames in sent if frames[0].startswith(TOPIC.encode())]
+        bad = 0
+        for frames in arriving:
+            try:
+                decode_stream_frames(frames)
+            except MalformedMessage:
+                bad += 1
+        _items, subscriber = await fed(context, sent, replay=ReplayBuffer())
+        assert subscriber.stats.malformed == bad > 0
 
     run(scenario)
 
@@ -230,7 +305,16 @@ msgpack_values = st.recursive(
     envelope=st.one_of(
         msgpack_values,
         st.tuples(st.integers(-3, 3), msgpack_values, msgpack_values, msgpack_values),
-        st.tuples(st.just(1), st.integers(-5, 2**64 - 1), msgpack_values, st.lists(msgpack_values)),
+        st.tuples(
+            st.integers(-3, 3), msgpack_values, msgpack_values, msgpack_values, msgpack_values
+        ),
+        st.tuples(
+            st.just(2),
+            st.integers(-5, 2**64 - 1),
+            st.integers(-5, 2**64 - 1),
+            msgpack_values,
+            st.lists(msgpack_values),
+        ),
     ),
 )
 def test_decoder_survives_well_formed_msgpack_of_the_wrong_shape(
@@ -241,7 +325,8 @@ def test_decoder_survives_well_formed_msgpack_of_the_wrong_shape(
         decoded = decode_stream_frames([topic, packed])
     except MalformedMessage:
         return
-    assert decoded[1] >= 1 and all(isinstance(body, bytes) for body in decoded[3])
+    assert decoded.epoch >= 0 and decoded.first_seq >= 1
+    assert all(isinstance(body, bytes) for body in decoded.bodies)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,11 +341,11 @@ def test_replay_buffer_keeps_a_bounded_ring_per_topic() -> None:
     assert buffer.last_seq("a") == 7 and buffer.last_seq("b") == 1 and buffer.last_seq("c") == 0
     assert buffer.topics() == ["a", "b"]
     assert buffer.replay_now("a", 1, 7) == [
-        StreamMessage("a", 3, 10, b"3"),
-        StreamMessage("a", 4, 20, b"4"),
-        StreamMessage("a", 5, 20, b"5"),
-        StreamMessage("a", 6, 20, b"6"),
-        StreamMessage("a", 7, 20, b"7"),
+        StreamMessage("a", 3, 10, b"3", buffer.epoch),
+        StreamMessage("a", 4, 20, b"4", buffer.epoch),
+        StreamMessage("a", 5, 20, b"5", buffer.epoch),
+        StreamMessage("a", 6, 20, b"6", buffer.epoch),
+        StreamMessage("a", 7, 20, b"7", buffer.epoch),
     ]
     assert [m.seq for m in buffer.replay_now("a", 5, 6)] == [5, 6]
     assert buffer.replay_now("a", 8, 9) == [] and buffer.replay_now("c", 1, 2) == []
@@ -344,7 +429,7 @@ class LossyHop:
             if self.upstream in events:
                 frames = self.upstream.recv_multipart()
                 try:
-                    _topic, first, _t, bodies = decode_stream_frames(frames)
+                    _topic, _epoch, first, _t, bodies = decode_stream_frames(frames)
                 except MalformedMessage:
                     self.downstream.send_multipart(frames)
                     continue
@@ -461,11 +546,13 @@ def test_malformed_frames_are_counted_and_logged_never_raised(
             garbage = [
                 [TOPIC.encode()],
                 [TOPIC.encode(), b"\xc1"],
-                [TOPIC.encode(), msgpack.packb([1, 0, 0, []])],
-                [TOPIC.encode(), msgpack.packb([9, 1, 0, []])],
+                [TOPIC.encode(), msgpack.packb([2, 1, 0, 0, []])],
+                [TOPIC.encode(), msgpack.packb([9, 1, 1, 0, []])],
+                [TOPIC.encode(), msgpack.packb([1, 1, 0, [b"x"]])],  # the old version 1 layout
+                [TOPIC.encode(), msgpack.packb([2, -1, 1, 0, [b"x"]])],
                 [TOPIC.encode(), msgpack.packb({"a": 1})],
-                [TOPIC.encode() + b"\xff", msgpack.packb([1, 1, 0, [b"x"]])],
-                [TOPIC.encode(), msgpack.packb([1, 2, 0, ["text"]]), b"extra"],
+                [TOPIC.encode() + b"\xff", msgpack.packb([2, 1, 1, 0, [b"x"]])],
+                [TOPIC.encode(), msgpack.packb([2, 1, 2, 0, ["text"]]), b"extra"],
             ]
             for frames in garbage:
                 rogue.send_multipart(frames)
@@ -605,47 +692,234 @@ def test_any_loss_pattern_is_repaired_exactly_once_in_order(
 ) -> None:
     async def scenario(context: zmq.asyncio.Context) -> None:
         buffer = ReplayBuffer()
-        subscriber = Subscriber(context, "inproc://unused", replay=buffer)
-        try:
-            await subscriber.subscribe(TOPIC)
-            seq = 1
-            for index, size in enumerate(batches):
-                bodies = [b"%d" % (seq + k) for k in range(size)]
-                buffer.record(TOPIC, seq, 0, bodies)
-                frames = encode_stream_frames(TOPIC, seq, 0, bodies)
-                if index not in lost:
-                    await subscriber._handle(frames)
-                    if index in repeated:
-                        await subscriber._handle(frames)
-                seq += size
-            await subscriber._handle(encode_stream_frames(TOPIC, seq, 0, []))  # keep-alive
-            items = await subscriber.receive(timeout=0) if subscriber._ready else []
-            delivered = seqs(items)
-            first_kept = next((i for i in range(len(batches)) if i not in lost), None)
-            if first_kept is None:
-                # Nothing arrived before the keep-alive: the baseline starts after it.
-                assert delivered == []
-            else:
-                start = 1 + sum(batches[:first_kept])
-                assert delivered == list(range(start, seq))
-                assert bodies_of(items) == [b"%d" % n for n in delivered]
-        finally:
-            subscriber.close()
+        frames: list[list[bytes]] = []
+        seq = 1
+        for index, size in enumerate(batches):
+            bodies = [b"%d" % (seq + k) for k in range(size)]
+            buffer.record(TOPIC, seq, 0, bodies)
+            frame = encode_stream_frames(TOPIC, buffer.epoch, seq, 0, bodies)
+            if index not in lost:
+                frames.append(frame)
+                if index in repeated:
+                    frames.append(frame)
+            seq += size
+        frames.append(encode_stream_frames(TOPIC, buffer.epoch, seq, 0, []))  # keep-alive
+        items, _ = await fed(context, frames, replay=buffer)
+        delivered = seqs(items)
+        first_kept = next((i for i in range(len(batches)) if i not in lost), None)
+        if first_kept is None:
+            # Nothing arrived before the keep-alive: the baseline starts after it.
+            assert delivered == []
+        else:
+            start = 1 + sum(batches[:first_kept])
+            assert delivered == list(range(start, seq))
+            assert bodies_of(items) == [b"%d" % n for n in delivered]
 
     run(scenario)
 
 
 def test_a_failing_replay_source_never_crashes_the_subscriber() -> None:
     async def scenario(context: zmq.asyncio.Context) -> None:
-        subscriber = Subscriber(context, "inproc://unused", replay=FailingSource())
+        frames = [
+            encode_stream_frames(TOPIC, EPOCH, 1, 0, [b"1"]),
+            encode_stream_frames(TOPIC, EPOCH, 5, 0, [b"5"]),
+        ]
+        items, subscriber = await fed(context, frames, replay=FailingSource())
+        assert seqs(items) == [1, 5]
+        assert subscriber.stats.lost == 3 and subscriber.stats.gaps == 1
+
+    run(scenario)
+
+
+# ---------------------------------------------------------------------------------------------
+# Epochs: a restarted publisher
+
+
+def test_a_restarted_publisher_is_followed_not_dropped_as_duplicates(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The reviewer's case: a publisher without a replay buffer restarts and counts from 1."""
+    caplog.set_level(logging.WARNING, logger="trader.bus.streams")
+
+    async def scenario(context: zmq.asyncio.Context) -> None:
+        forwarder = StreamForwarder(
+            f"inproc://restart-{id(context)}.in",
+            f"inproc://restart-{id(context)}.out",
+            context=context,
+        ).start()
+        subscriber = Subscriber(context, forwarder.xpub_address)
+        first = Publisher(context, forwarder.xsub_address)
+        second: Publisher | None = None
         try:
             await subscriber.subscribe(TOPIC)
-            await subscriber._handle(encode_stream_frames(TOPIC, 1, 0, [b"1"]))
-            await subscriber._handle(encode_stream_frames(TOPIC, 5, 0, [b"5"]))
-            assert seqs(await subscriber.receive(timeout=0)) == [1, 5]
-            assert subscriber.stats.lost == 3 and subscriber.stats.gaps == 1
+            await wait_until_live(first, subscriber)
+            first.publish_many(TOPIC, [b"old%d" % n for n in range(1, 101)])
+            assert seqs(await collect(subscriber, 100)) == list(range(1, 101))
+            first.close()
+            second = Publisher(context, forwarder.xsub_address)  # the process restarted
+            assert second.epoch != first.epoch
+            await wait_until_live(second, subscriber)
+            second.publish_many(TOPIC, [b"new%d" % n for n in range(1, 51)])
+            items = await collect(subscriber, 50)
+            assert seqs(items) == list(range(1, 51))
+            assert bodies_of(items) == [b"new%d" % n for n in range(1, 51)]
+            assert {item.epoch for item in items if isinstance(item, StreamMessage)} == {
+                second.epoch
+            }
+            assert subscriber.stats.restarts == 1 and subscriber.stats.duplicates == 0
+            assert any("publisher restarted" in r.getMessage() for r in caplog.records)
         finally:
             subscriber.close()
+            first.close()
+            if second is not None:
+                second.close()
+            forwarder.stop()
+
+    run(scenario)
+
+
+def test_a_publisher_restarted_on_its_buffer_keeps_its_numbering() -> None:
+    async def scenario(context: zmq.asyncio.Context) -> None:
+        buffer = ReplayBuffer()
+        frames = []
+        for publisher_run in range(2):
+            # Each "run" numbers on from the shared buffer, in its epoch.
+            last = buffer.last_seq(TOPIC)
+            bodies = [b"%d" % (last + k + 1) for k in range(3)]
+            buffer.record(TOPIC, last + 1, publisher_run, bodies)
+            frames.append(encode_stream_frames(TOPIC, buffer.epoch, last + 1, 0, bodies))
+        items, subscriber = await fed(context, frames, replay=buffer)
+        assert seqs(items) == [1, 2, 3, 4, 5, 6]
+        assert subscriber.stats.restarts == 0
+
+    run(scenario)
+
+
+def test_a_new_epoch_starts_from_its_first_sequence_replaying_what_it_can() -> None:
+    async def scenario(context: zmq.asyncio.Context) -> None:
+        old, new = ReplayBuffer(), ReplayBuffer()
+        new.record(TOPIC, 1, 0, [b"n1", b"n2", b"n3", b"n4"])
+        frames = [
+            encode_stream_frames(TOPIC, old.epoch, 1, 0, [b"o1", b"o2", b"o3"]),
+            # The restarted publisher's first two messages were lost on the way.
+            encode_stream_frames(TOPIC, new.epoch, 3, 0, [b"n3", b"n4"]),
+            # A late frame of the replaced publisher: dropped, not taken for a new restart.
+            encode_stream_frames(TOPIC, old.epoch, 4, 0, [b"o4"]),
+            encode_stream_frames(TOPIC, new.epoch, 5, 0, [b"n5"]),
+        ]
+        items, subscriber = await fed(context, frames, replay=new)
+        assert bodies_of(items) == [b"o1", b"o2", b"o3", b"n1", b"n2", b"n3", b"n4", b"n5"]
+        assert seqs(items) == [1, 2, 3, 1, 2, 3, 4, 5]
+        assert [item.epoch for item in items if isinstance(item, StreamMessage)] == [
+            old.epoch
+        ] * 3 + [new.epoch] * 5
+        stats = subscriber.stats
+        assert (stats.restarts, stats.gaps, stats.replayed, stats.stale) == (1, 1, 2, 1)
+        assert stats.lost == 0 and stats.duplicates == 0
+
+        # Without a replay source, what the new epoch's start lacked is counted as lost.
+        items, subscriber = await fed(context, frames[:2])
+        assert bodies_of(items) == [b"o1", b"o2", b"o3", b"n3", b"n4"]
+        assert subscriber.stats.lost == 2 and subscriber.stats.restarts == 1
+
+    run(scenario)
+
+
+class NoSnapshots:
+    """Replays from a buffer; has no snapshots."""
+
+    def __init__(self, buffer: ReplayBuffer) -> None:
+        self.buffer = buffer
+
+    async def replay(self, topic: str, from_seq: int, to_seq: int) -> list[StreamMessage]:
+        return self.buffer.replay_now(topic, from_seq, to_seq)
+
+    async def snapshot(self, topic: str) -> tuple[int, bytes | None]:
+        raise ConnectionError("no snapshots here")
+
+
+def test_replayed_history_of_another_epoch_is_refused() -> None:
+    async def scenario(context: zmq.asyncio.Context) -> None:
+        stale = ReplayBuffer()  # an earlier run's buffer: same sequences, other messages
+        stale.record(TOPIC, 1, 0, [b"s1", b"s2", b"s3", b"s4", b"s5"])
+        frames = [
+            encode_stream_frames(TOPIC, EPOCH, 1, 0, [b"1"]),
+            encode_stream_frames(TOPIC, EPOCH, 5, 0, [b"5"]),
+        ]
+        items, subscriber = await fed(context, frames, replay=NoSnapshots(stale))
+        assert bodies_of(items) == [b"1", b"5"]
+        assert subscriber.stats.replayed == 0 and subscriber.stats.lost == 3
+
+    run(scenario)
+
+
+class SwitchingSource:
+    """A replay source that moves to the restarted publisher's buffer, as a service would."""
+
+    def __init__(self, buffer: ReplayBuffer) -> None:
+        self.buffer = buffer
+
+    async def replay(self, topic: str, from_seq: int, to_seq: int) -> list[StreamMessage]:
+        return self.buffer.replay_now(topic, from_seq, to_seq)
+
+    async def snapshot(self, topic: str) -> tuple[int, bytes | None]:
+        return self.buffer.snapshot_now(topic)
+
+
+def test_a_new_epoch_resyncs_from_a_snapshot_when_the_topic_asked_for_snapshots() -> None:
+    async def scenario(context: zmq.asyncio.Context) -> None:
+        old, new = ReplayBuffer(), ReplayBuffer()
+        old.record(TOPIC, 1, 0, [b"o1", b"o2"])
+        new.record(TOPIC, 1, 0, [b"n1", b"n2", b"n3", b"n4", b"n5"])
+        source = SwitchingSource(old)
+        feed = Feed(context)
+        subscriber = Subscriber(context, feed.address, replay=source)
+        try:
+            assert await subscriber.subscribe(TOPIC, snapshot=True) == Snapshot(TOPIC, 2, b"o2")
+            feed.expect(b"\x01" + TOPIC.encode())
+            before = await feed.run(
+                subscriber, [encode_stream_frames(TOPIC, old.epoch, 3, 0, [b"o3"])]
+            )
+            assert before == [
+                Snapshot(TOPIC, 2, b"o2"),
+                StreamMessage(TOPIC, 3, 0, b"o3", old.epoch),
+            ]
+            source.buffer = new  # the publisher restarted, and its replay service with it
+            after = await feed.run(
+                subscriber, [encode_stream_frames(TOPIC, new.epoch, 4, 0, [b"n4", b"n5"])]
+            )
+            assert after == [Snapshot(TOPIC, 5, b"n5")]
+            assert subscriber.stats.restarts == 1 and subscriber.stats.snapshots == 2
+            assert subscriber.stats.lost == 0
+        finally:
+            subscriber.close()
+            feed.close()
+
+    run(scenario)
+
+
+def test_subscribing_again_keeps_the_place_and_the_single_zmq_subscription() -> None:
+    async def scenario(context: zmq.asyncio.Context) -> None:
+        feed = Feed(context)
+        subscriber = Subscriber(context, feed.address)
+        try:
+            await subscriber.subscribe(TOPIC)
+            feed.expect(b"\x01" + TOPIC.encode())
+            first = await feed.run(
+                subscriber, [encode_stream_frames(TOPIC, EPOCH, 1, 0, [b"1", b"2", b"3"])]
+            )
+            assert seqs(first) == [1, 2, 3]
+            assert await subscriber.subscribe(TOPIC) is None  # again: nothing is reset
+            again = await feed.run(
+                subscriber, [encode_stream_frames(TOPIC, EPOCH, 2, 0, [b"2", b"3", b"4"])]
+            )
+            assert seqs(again) == [4] and subscriber.stats.duplicates == 2
+            # One unsubscribe ends the subscription: ZeroMQ was subscribed once, not twice.
+            subscriber.unsubscribe(TOPIC)
+            feed.expect(b"\x00" + TOPIC.encode())
+        finally:
+            subscriber.close()
+            feed.close()
 
     run(scenario)
 

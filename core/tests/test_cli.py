@@ -15,6 +15,7 @@ import trader
 #: What each first-party distribution registers so far (the rest arrive with their issues).
 FIRST_PARTY_REGISTERS: dict[str, dict[str, list[str]]] = {
     "trader-strategy-lua": {"strategy_runtime": ["lua"]},
+    "trader-strategy-python": {"strategy_runtime": ["python"]},
     "trader-storage-timescale": {"candle_store": ["timescale"], "state_store": ["timescale"]},
 }
 FIRST_PARTY = {

@@ -15,6 +15,7 @@ from trader.app import open_candle_store
 from trader.cli.config_cmd import config_group
 from trader.config import STARTER_TOML, Config, default_config, load_config
 from trader.model import SeriesKey, Timeframe
+from trader.plugins import reset_plugin_manager
 from trader.synthetic import generate_candles
 
 
@@ -136,7 +137,12 @@ def test_check_prints_every_load_problem_and_never_a_secret(in_tmp: Path) -> Non
     assert "s3cret" not in result.output
 
 
-def test_check_suggests_what_to_install_only_for_known_plugins(in_tmp: Path) -> None:
+def test_check_suggests_what_to_install_only_for_known_plugins(
+    in_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only the default plugins load, so the first-party Bitfinex plugin counts as missing.
+    monkeypatch.setenv("TRADER_LOAD_PLUGINS", "defaults-only")
+    reset_plugin_manager()
     write(
         in_tmp,
         """
@@ -158,7 +164,7 @@ def test_check_suggests_what_to_install_only_for_known_plugins(in_tmp: Path) -> 
     ]
     # No distribution name is made up for an unknown plugin: it could be anyone's package.
     assert problems[3].startswith(
-        "trader.toml: exchanges.foo: no exchange named 'foo' is installed (installed: none)"
+        "trader.toml: exchanges.foo: no exchange named 'foo' is installed (installed: paper)"
     )
     assert "pip install" not in problems[3] and "trader-exchange-foo" not in problems[3]
     assert problems[4:] == ["error: 4 configuration problems"]

@@ -18,7 +18,9 @@ subscriber's promises (order, no loss, no duplicates, snapshots for late joiners
 unchanged. Large ranges travel in several calls of at most ``max_messages`` each.
 
 The request and reply types are bus messages (:mod:`trader.bus.codec`); a range travels as its
-first sequence, the send times and the bodies, the same compact shape as a stream frame.
+first sequence, the send times, the bodies and its epoch, the same compact shape as a stream
+frame. A subscriber takes replayed messages only from the epoch it is following, so the buffer
+of an earlier publisher run is never passed off as the current one.
 """
 
 from __future__ import annotations
@@ -62,13 +64,16 @@ class ReplayRange(Message, type_name="streams.replay_range"):
     """Consecutive messages of ``topic`` from ``first_seq``: one send time and body each.
 
     Empty when the source keeps none of the range. It may stop early: at the service's
-    ``max_messages``, or where the source's history ends.
+    ``max_messages``, or where the source's history ends. ``epoch`` is the numbering the
+    sequences belong to (0 when the source does not say), so a subscriber can refuse the
+    history of another publisher run.
     """
 
     topic: str
     first_seq: int
     times_ns: list[int]
     bodies: list[bytes]
+    epoch: int = 0
 
 
 @dataclass(frozen=True)
@@ -124,15 +129,20 @@ class ReplayService(Service):
         times: list[int] = []
         bodies: list[bytes] = []
         first = messages[0].seq if messages else request.from_seq
+        epoch = messages[0].epoch if messages else 0
         for message in messages:
             # Keep the consecutive run the source promised; anything else is not sent.
-            if message.topic != request.topic or message.seq != first + len(bodies):
+            if (
+                message.topic != request.topic
+                or message.seq != first + len(bodies)
+                or message.epoch != epoch
+            ):
                 break
             if message.seq > to_seq:
                 break
             times.append(message.time_ns)
             bodies.append(message.body)
-        return ReplayRange(request.topic, first, times, bodies)
+        return ReplayRange(request.topic, first, times, bodies, epoch)
 
     @handler
     async def snapshot(self, request: SnapshotRequest) -> SnapshotReply:
@@ -170,6 +180,7 @@ class BusReplaySource:
         """Messages ``from_seq..to_seq`` of ``topic`` the service still keeps, in order."""
         messages: list[StreamMessage] = []
         next_seq = from_seq
+        epoch: int | None = None
         while next_seq <= to_seq:
             self.calls += 1
             reply = await self.client.call(
@@ -183,15 +194,17 @@ class BusReplaySource:
                 or reply.first_seq != next_seq
                 or not reply.bodies
                 or len(reply.times_ns) != len(reply.bodies)
+                or (epoch is not None and reply.epoch != epoch)
             ):
-                # Nothing kept from next_seq on (or an answer about something else): stop here;
-                # the subscriber resynchronises for the rest.
+                # Nothing kept from next_seq on (or an answer about something else, or from
+                # another publisher run): stop here; the subscriber resynchronises for the rest.
                 break
+            epoch = reply.epoch
             for index, body in enumerate(reply.bodies):
                 seq = next_seq + index
                 if seq > to_seq:
                     break
-                messages.append(StreamMessage(topic, seq, reply.times_ns[index], body))
+                messages.append(StreamMessage(topic, seq, reply.times_ns[index], body, epoch))
             next_seq = messages[-1].seq + 1
         return messages
 

@@ -5,13 +5,16 @@ connect a PUB socket to its XSUB endpoint, subscribers a SUB socket to its XPUB 
 
 Wire format (two frames)::
 
-    [topic (UTF-8), envelope]      envelope = msgpack [1, first_seq, time_ns, [body, ...]]
+    [topic (UTF-8), envelope]   envelope = msgpack [2, epoch, first_seq, time_ns, [body, ...]]
 
 One envelope carries one or more consecutive messages of one topic: ``first_seq`` is the
 sequence number of the first body, the next bodies follow at ``first_seq + 1, ...``. Sequences
 are per topic, start at 1 and are stamped by the :class:`Publisher` (one publisher per topic).
-An envelope with no bodies is a keep-alive announcing that ``first_seq - 1`` is the latest
-sequence, so a subscriber notices a lost tail. Bodies are opaque bytes (usually msgpack).
+``epoch`` names the numbering: a random 63-bit id fixed per :class:`ReplayBuffer` (or per
+publisher without one), so a publisher that restarts and counts from 1 again is told apart from
+old news; a subscriber that sees a new epoch resynchronises instead of dropping everything as
+duplicates. An envelope with no bodies is a keep-alive announcing that ``first_seq - 1`` is the
+latest sequence, so a subscriber notices a lost tail. Bodies are opaque bytes (usually msgpack).
 The header is plain msgpack rather than a :mod:`trader.bus.codec` envelope, on purpose: an
 envelope carries one message with a type name, two 16-byte ids and a time (about 50 bytes and
 1.5 µs to encode, 1 µs to decode per message here), while one stream header serves a whole
@@ -36,6 +39,7 @@ import asyncio
 import itertools
 import logging
 import os
+import secrets
 import threading
 import time
 from collections import deque
@@ -64,30 +68,54 @@ __all__ = [
     "ReplaySource",
     "Snapshot",
     "StreamForwarder",
+    "StreamFrame",
     "StreamMessage",
     "StreamStats",
     "Subscriber",
     "decode_stream_frames",
     "encode_stream_frames",
+    "new_epoch",
 ]
 
 logger = logging.getLogger("trader.bus.streams")
 
 #: First element of every stream envelope; bump it when the layout changes.
-ENVELOPE_VERSION = 1
+ENVELOPE_VERSION = 2
 #: Longest topic accepted from the wire, in bytes.
 MAX_TOPIC_BYTES = 255
 _DEFAULT_HWM = 100_000
 _FORWARDER_IDS = itertools.count(1)
+#: Epochs a subscriber remembers per topic as replaced, to drop late frames of old publishers.
+_RETIRED_EPOCHS = 8
+
+
+def new_epoch() -> int:
+    """A fresh random stream epoch: a positive 63-bit integer, unique for all practical uses."""
+    return secrets.randbits(63) | 1
 
 
 class StreamMessage(NamedTuple):
-    """One numbered message of a topic as delivered to a subscriber (or returned by replay)."""
+    """One numbered message of a topic as delivered to a subscriber (or returned by replay).
+
+    ``epoch`` is the numbering ``seq`` belongs to (see :func:`new_epoch`); 0 when unknown, as
+    for messages a replay source built without one.
+    """
 
     topic: str
     seq: int
     time_ns: int
     body: bytes
+    epoch: int = 0
+
+
+class StreamFrame(NamedTuple):
+    """A decoded stream frame: ``bodies`` are sequences ``first_seq, first_seq + 1, ...``."""
+
+    topic: str
+    epoch: int
+    first_seq: int
+    time_ns: int
+    bodies: list[bytes]
 
 
 class Snapshot(NamedTuple):
@@ -124,17 +152,20 @@ class ReplaySource(Protocol):
 
 
 def encode_stream_frames(
-    topic: str, first_seq: int, time_ns: int, bodies: Sequence[bytes]
+    topic: str, epoch: int, first_seq: int, time_ns: int, bodies: Sequence[bytes]
 ) -> list[bytes]:
-    """The two frames carrying ``bodies`` as sequences ``first_seq, first_seq + 1, ...``."""
+    """The two frames carrying ``bodies`` as sequences ``first_seq, first_seq + 1, ...`` of
+    the numbering ``epoch``."""
     return [
         topic.encode(),
-        msgpack.packb([ENVELOPE_VERSION, first_seq, time_ns, list(bodies)], use_bin_type=True),
+        msgpack.packb(
+            [ENVELOPE_VERSION, epoch, first_seq, time_ns, list(bodies)], use_bin_type=True
+        ),
     ]
 
 
-def decode_stream_frames(frames: Sequence[bytes]) -> tuple[str, int, int, list[bytes]]:
-    """``(topic, first_seq, time_ns, bodies)`` from received frames.
+def decode_stream_frames(frames: Sequence[bytes]) -> StreamFrame:
+    """The :class:`StreamFrame` in received frames.
 
     Raises :class:`~trader.bus.errors.MalformedMessage` (and nothing else) for anything that is
     not a valid stream message, whatever the bytes.
@@ -149,16 +180,18 @@ def decode_stream_frames(frames: Sequence[bytes]) -> tuple[str, int, int, list[b
         decoded = msgpack.unpackb(envelope, raw=False, use_list=True, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated types for bad bytes
         raise MalformedMessage(f"stream message is not UTF-8 topic + msgpack: {exc}") from exc
-    if type(decoded) is not list or len(decoded) != 4:
-        raise MalformedMessage("stream envelope is not a 4-element list")
-    version, first_seq, time_ns, bodies = decoded
+    if type(decoded) is not list or len(decoded) != 5:
+        raise MalformedMessage("stream envelope is not a 5-element list")
+    version, epoch, first_seq, time_ns, bodies = decoded
     if version != ENVELOPE_VERSION:
         raise MalformedMessage(f"stream envelope version {version!r} is not {ENVELOPE_VERSION}")
+    if type(epoch) is not int or epoch < 0:
+        raise MalformedMessage("stream envelope epoch is not a non-negative integer")
     if type(first_seq) is not int or first_seq < 1 or type(time_ns) is not int:
         raise MalformedMessage("stream envelope sequence or time is not a positive integer")
     if type(bodies) is not list or not all(type(body) is bytes for body in bodies):
         raise MalformedMessage("stream envelope bodies are not a list of bytes")
-    return topic, first_seq, time_ns, bodies
+    return StreamFrame(topic, epoch, first_seq, time_ns, bodies)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,10 +211,12 @@ class _TopicRing:
 class ReplayBuffer:
     """The last ``capacity`` messages of each topic, in memory: a :class:`ReplaySource`.
 
-    A :class:`Publisher` given one records every message before sending it. ``snapshot``
-    returns the last body as the state unless a ``fold(state, body) -> state`` is given, which
-    is then applied to every recorded body. Safe to record from one thread and serve from
-    another.
+    A :class:`Publisher` given one records every message before sending it and numbers its
+    messages in the buffer's :attr:`epoch`, so a publisher rebuilt on the same buffer continues
+    the same numbering. A buffer restored from disk should be given its old ``epoch``; a new
+    buffer gets a fresh one (:func:`new_epoch`). ``snapshot`` returns the last body as the
+    state unless a ``fold(state, body) -> state`` is given, which is then applied to every
+    recorded body. Safe to record from one thread and serve from another.
     """
 
     def __init__(
@@ -189,10 +224,15 @@ class ReplayBuffer:
         capacity: int = 100_000,
         *,
         fold: Callable[[bytes | None, bytes], bytes] | None = None,
+        epoch: int | None = None,
     ) -> None:
         if capacity < 1:
             raise ConfigError([f"replay buffer capacity must be at least 1, not {capacity}"])
+        if epoch is not None and not 0 < epoch < 2**64:
+            raise ConfigError([f"replay buffer epoch must be in 1..2**64-1, not {epoch}"])
         self.capacity = capacity
+        #: The numbering the buffer's sequences belong to (fixed for its lifetime).
+        self.epoch = new_epoch() if epoch is None else epoch
         self._fold = fold
         self._rings: dict[str, _TopicRing] = {}
         self._lock = threading.Lock()
@@ -241,8 +281,9 @@ class ReplayBuffer:
             offset = start - oldest
             bodies = list(ring.bodies)[offset : offset + stop - start + 1]
             times = list(ring.times)[offset : offset + stop - start + 1]
+        epoch = self.epoch
         return [
-            StreamMessage(topic, start + index, t, body)
+            StreamMessage(topic, start + index, t, body, epoch)
             for index, (t, body) in enumerate(zip(times, bodies, strict=True))
         ]
 
@@ -432,9 +473,10 @@ class Publisher:
 
     Sending never blocks: past the high-water mark ZeroMQ drops, and subscribers repair the
     gap from the replay source. Give a :class:`ReplayBuffer` to keep what is sent (sequences
-    then continue from it, so a publisher rebuilt on the same buffer does not restart at 1).
-    Call :meth:`keepalive` now and then (e.g. every heartbeat) so subscribers notice a lost
-    tail. Not thread-safe: publish from one thread.
+    then continue from it in its epoch, so a publisher rebuilt on the same buffer does not
+    restart at 1). Without one, each publisher numbers from 1 in a fresh :attr:`epoch`, and
+    subscribers resynchronise when they see it. Call :meth:`keepalive` now and then (e.g. every
+    heartbeat) so subscribers notice a lost tail. Not thread-safe: publish from one thread.
     """
 
     def __init__(
@@ -461,6 +503,8 @@ class Publisher:
             options={zmq.SNDHWM: hwm},
         )
         self.replay_buffer = replay_buffer
+        #: The numbering this publisher's sequences belong to: its buffer's, else its own.
+        self.epoch = replay_buffer.epoch if replay_buffer is not None else new_epoch()
         self._clock = clock
         self._last: dict[str, int] = {}
 
@@ -496,7 +540,9 @@ class Publisher:
             self._send(topic, self.last_seq(topic) + 1, now, ())
 
     def _send(self, topic: str, first: int, now: int, bodies: Sequence[bytes]) -> None:
-        self.socket.send_multipart(encode_stream_frames(topic, first, now, bodies), copy=True)
+        self.socket.send_multipart(
+            encode_stream_frames(topic, self.epoch, first, now, bodies), copy=True
+        )
 
     def close(self) -> None:
         """Close the socket."""
@@ -525,6 +571,8 @@ class StreamStats:
     lost: int = 0  # messages neither the replay source nor a snapshot could restore
     malformed: int = 0  # frames that were not stream messages, dropped
     snapshots: int = 0  # snapshots delivered
+    restarts: int = 0  # new epochs seen on a topic (its publisher restarted)
+    stale: int = 0  # messages of an epoch already replaced (a late or second publisher), dropped
 
 
 class Subscriber:
@@ -542,6 +590,12 @@ class Subscriber:
     delivered; if the source no longer has it, the subscriber resynchronises from a snapshot
     and counts what could not be restored in ``stats.lost``. Without a replay source, gaps are
     only counted. ``replay_timeout`` bounds each call to the source.
+
+    When a topic's epoch changes (its publisher restarted without its replay buffer and counts
+    from 1 again), the subscriber logs it and starts over in the new numbering: from a fresh
+    snapshot if the topic was subscribed with ``snapshot=True``, else from sequence 1 (replaying
+    what it missed of the new epoch, counting what it cannot get in ``stats.lost``). Messages of
+    the replaced epoch that still arrive are dropped and counted in ``stats.stale``.
     """
 
     def __init__(
@@ -572,6 +626,9 @@ class Subscriber:
         self._replay_timeout = replay_timeout
         self._max_batch = max_batch
         self._expected: dict[str, int | None] = {}
+        self._epochs: dict[str, int] = {}
+        self._retired: dict[str, deque[int]] = {}
+        self._with_snapshot: set[str] = set()
         self._ready: deque[StreamItem] = deque()
         self.stats = StreamStats()
 
@@ -579,23 +636,33 @@ class Subscriber:
         """Start receiving ``topic``. With ``snapshot=True`` (needs a replay source) first
         deliver the topic's snapshot, then only messages after it; returns the snapshot.
 
-        A failing snapshot call raises what the source raised (or TimeoutError after
-        ``replay_timeout``); the subscription itself stays in place.
+        Subscribing to a topic already subscribed keeps its subscription and its place in the
+        sequence (nothing is delivered twice); with ``snapshot=True`` it fetches a snapshot,
+        delivered only if it is ahead of what was received, and snapshots are used from then on
+        when the topic's publisher restarts. A failing snapshot call raises what the source
+        raised (or TimeoutError after ``replay_timeout``); the subscription itself stays.
         """
         if snapshot and self._replay is None:
             raise ConfigError([f"stream {topic!r}: a snapshot needs a replay source"])
         if not topic or len(topic.encode()) > MAX_TOPIC_BYTES:
             raise ConfigError([f"stream topic {topic!r} must be 1-{MAX_TOPIC_BYTES} bytes"])
-        self.socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
-        self._expected.setdefault(topic, None)
+        if topic not in self._expected:
+            # ZeroMQ counts subscriptions: subscribe once, so one unsubscribe ends it.
+            self.socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
+            self._expected[topic] = None
+            self._retired[topic] = deque(maxlen=_RETIRED_EPOCHS)
         if not snapshot:
             return None
+        self._with_snapshot.add(topic)
         return await self._resync(topic)
 
     def unsubscribe(self, topic: str) -> None:
-        """Stop receiving ``topic``."""
+        """Stop receiving ``topic`` (and forget its place in the sequence)."""
         if topic in self._expected:
             del self._expected[topic]
+            self._epochs.pop(topic, None)
+            self._retired.pop(topic, None)
+            self._with_snapshot.discard(topic)
             self.socket.setsockopt(zmq.UNSUBSCRIBE, topic.encode())
 
     async def receive(self, timeout: float | None = None) -> list[StreamItem]:
@@ -629,9 +696,9 @@ class Subscriber:
             except zmq.Again:
                 break
             handled += 1
-            gap = self._take(frames)
-            if gap is not None:
-                await self._repair(*gap)
+            slow = self._take(frames)
+            if slow is not None:
+                await self._take_slowly(slow)
         return handled > 0
 
     def _malformed(self, frames: Sequence[bytes], exc: Exception) -> None:
@@ -642,40 +709,83 @@ class Subscriber:
                 "bus stream: dropped malformed frame #%d (%d frames): %s", count, len(frames), exc
             )
 
-    async def _handle(self, frames: Sequence[bytes]) -> None:
-        """Check one received frame set; fill a gap before it if needed."""
-        gap = self._take(frames)
-        if gap is not None:
-            await self._repair(*gap)
+    def _take(self, frames: Sequence[bytes]) -> StreamFrame | None:
+        """Deliver the frames' messages, or return them decoded when they need more care (a
+        gap before them, or an epoch not seen before).
 
-    async def _repair(self, topic: str, first: int, time_ns: int, bodies: list[bytes]) -> None:
-        """Fill the gap before ``first``, then deliver the bodies that revealed it."""
-        expected = self._expected[topic]
-        assert expected is not None
-        self.stats.gaps += 1
-        await self._fill(topic, expected, first - 1)
-        self._deliver(topic, first, time_ns, bodies)
-
-    def _take(self, frames: Sequence[bytes]) -> tuple[str, int, int, list[bytes]] | None:
-        """Deliver the frames' messages, or return them decoded when a gap precedes them.
-
-        The common case (no gap) stays synchronous: no coroutine per frame.
+        The common case (same epoch, no gap) stays synchronous: no coroutine per frame.
         """
         try:
-            topic, first, time_ns, bodies = decode_stream_frames(frames)
+            frame = decode_stream_frames(frames)
         except MalformedMessage as exc:
             self._malformed(frames, exc)
             return None
+        topic = frame.topic
         if topic not in self._expected:
             return None  # a prefix match of another topic
-        self.stats.received += len(bodies)
+        self.stats.received += len(frame.bodies)
+        if self._epochs.get(topic) != frame.epoch:
+            return frame
         expected = self._expected[topic]
-        if expected is not None and first > expected:
-            return topic, first, time_ns, bodies
-        self._deliver(topic, first, time_ns, bodies)
+        if expected is not None and frame.first_seq > expected:
+            return frame
+        self._deliver(topic, frame.epoch, frame.first_seq, frame.time_ns, frame.bodies)
         return None
 
-    def _deliver(self, topic: str, first: int, time_ns: int, bodies: list[bytes]) -> None:
+    async def _take_slowly(self, frame: StreamFrame) -> None:
+        """Settle the frame's epoch, fill a gap before it if needed, then deliver it."""
+        topic, epoch, first, time_ns, bodies = frame
+        known = self._epochs.get(topic)
+        if known is None:
+            self._epochs[topic] = epoch  # the first frame of the topic sets the numbering
+        elif known != epoch:
+            if epoch in self._retired[topic]:
+                self._stale(topic, epoch, len(bodies))
+                return
+            await self._restart(topic, known, epoch)
+        expected = self._expected[topic]
+        if expected is not None and first > expected:
+            self.stats.gaps += 1
+            await self._fill(topic, expected, first - 1)
+        self._deliver(topic, epoch, first, time_ns, bodies)
+
+    def _stale(self, topic: str, epoch: int, count: int) -> None:
+        self.stats.stale += count
+        if self.stats.stale <= 10 or self.stats.stale % 1000 == 0:
+            logger.warning(
+                "bus stream %s: dropped %d message(s) of the replaced epoch %x (is a second "
+                "publisher sending on this topic?)",
+                topic,
+                count,
+                epoch,
+            )
+
+    async def _restart(self, topic: str, old: int, new: int) -> None:
+        """The topic's publisher restarted: start over in the numbering ``new``."""
+        self.stats.restarts += 1
+        self._retired[topic].append(old)
+        self._epochs[topic] = new
+        self._expected[topic] = None
+        with_snapshot = topic in self._with_snapshot and self._replay is not None
+        logger.warning(
+            "bus stream %s: the publisher restarted (epoch %x replaced %x); resynchronising "
+            "from %s",
+            topic,
+            new,
+            old,
+            "a snapshot" if with_snapshot else "its first sequence",
+        )
+        if with_snapshot:
+            try:
+                await self._resync(topic)
+                return
+            except Exception as exc:  # the source is remote: report and fall back
+                logger.warning("bus stream %s: snapshot failed: %r", topic, exc)
+        self._expected[topic] = 1
+
+    def _deliver(
+        self, topic: str, epoch: int, first: int, time_ns: int, bodies: list[bytes]
+    ) -> None:
         """Queue the bodies the consumer has not seen yet (the rest count as duplicates)."""
         stats = self.stats
         expected = self._expected[topic]
@@ -689,12 +799,13 @@ class Subscriber:
         stats.duplicates += skip
         ready = self._ready
         for index in range(skip, len(bodies)):
-            ready.append(StreamMessage(topic, first + index, time_ns, bodies[index]))
+            ready.append(StreamMessage(topic, first + index, time_ns, bodies[index], epoch))
         stats.delivered += len(bodies) - skip
         self._expected[topic] = end
 
     async def _fill(self, topic: str, from_seq: int, to_seq: int) -> None:
         """Deliver ``from_seq..to_seq`` from the replay source, or resync from a snapshot."""
+        epoch = self._epochs.get(topic, 0)
         messages: list[StreamMessage] = []
         if self._replay is not None:
             try:
@@ -710,6 +821,10 @@ class Subscriber:
         for message in messages:
             if message.topic != topic or message.seq != expected or message.seq > to_seq:
                 break
+            if message.epoch != epoch:
+                if message.epoch:
+                    break  # another numbering's history (an older publisher's buffer)
+                message = message._replace(epoch=epoch)
             self._ready.append(message)
             expected += 1
         self.stats.replayed += expected - from_seq
@@ -743,14 +858,19 @@ class Subscriber:
         current = self._expected.get(topic)
         if current is not None and seq < current:
             return snapshot  # nothing in it that the consumer lacks
-        # Everything still queued for this topic is at most current - 1 <= seq: covered.
+        # Every message of this epoch still queued is at most current - 1 <= seq: covered.
+        # Messages of an earlier epoch stay: they come before the snapshot, not inside it.
+        epoch = self._epochs.get(topic)
         kept: deque[StreamItem] = deque()
         covered = 0
         for item in self._ready:
             if item.topic != topic:
                 kept.append(item)
             elif isinstance(item, StreamMessage):
-                covered += 1
+                if item.epoch == epoch:
+                    covered += 1
+                else:
+                    kept.append(item)
         self.stats.delivered -= covered
         self.stats.duplicates += covered
         kept.append(snapshot)

@@ -8,7 +8,8 @@ liveness options everywhere and CURVE security on TCP. The promises it keeps:
   keepalive, so a silently vanished peer is noticed in seconds (see :mod:`trader.bus.liveness`
   for the application heartbeats layered on top);
 * a ``tcp://`` socket is encrypted with CURVE: the binding side is the CURVE server and admits only
-  the client public keys in its allowlist (checked by a ZAP handler, which logs each rejection);
+  the client public keys in its allowlist (checked by a ZAP handler, which logs each rejection;
+  handshakes ZeroMQ fails before asking it, such as a plaintext peer's, are logged too);
   the connecting side is a CURVE client that must know the server's public key;
 * plaintext TCP happens only when :attr:`Security.plaintext_tcp` is set, and never on a socket
   bound to a non-loopback address.
@@ -176,11 +177,12 @@ class Security:
       for trusted setups and benchmarks); binding a non-loopback address still requires CURVE.
 
     ``inproc://`` and ``ipc://`` sockets never use CURVE; the settings are ignored there.
+    The secret key never appears in ``repr`` (nor in log lines or error messages).
     Load keys from files with :meth:`server` and :meth:`client` (see :mod:`trader.bus.security`).
     """
 
     public_key: bytes | None = None
-    secret_key: bytes | None = None
+    secret_key: bytes | None = field(default=None, repr=False)
     server_public_key: bytes | None = None
     allowed_client_keys: frozenset[bytes] = field(default_factory=frozenset)
     plaintext_tcp: bool = False
@@ -287,6 +289,9 @@ def _apply_security(
         socket.setsockopt(zmq.ZAP_DOMAIN, domain.encode())
         # Fail closed if the ZAP handler is ever missing instead of admitting everyone.
         socket.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
+        # Log handshakes ZeroMQ fails before asking ZAP (plaintext peers, wrong server key);
+        # the domain goes away with the socket.
+        authenticator.watch(socket, domain)
         return
     if security.server_public_key is None:
         raise ConfigError(

@@ -516,7 +516,9 @@ class TaskOwner:
                     expected_entry=entry,
                 )
             )
-        except TraderError as error:
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # any store failure: the timer must not end for good
             held = self._held.get(task_id)
             if held is None or held.entry != entry or held.timer is not None or self._closed:
                 return
@@ -524,8 +526,9 @@ class TaskOwner:
             log.warning(
                 "task %s: could not record its timeout (%s); retrying in %g s",
                 task_id,
-                error,
+                error if isinstance(error, TraderError) else repr(error),
                 retry,
+                exc_info=not isinstance(error, TraderError),
             )
             self._arm_at(held, self._clock.now_ms() + math.ceil(retry * 1000))
 
