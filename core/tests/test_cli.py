@@ -17,6 +17,7 @@ FIRST_PARTY_REGISTERS: dict[str, dict[str, list[str]]] = {
     "trader-strategy-lua": {"strategy_runtime": ["lua"]},
     "trader-strategy-python": {"strategy_runtime": ["python"]},
     "trader-storage-timescale": {"candle_store": ["timescale"], "state_store": ["timescale"]},
+    "trader-storage-scylla": {"candle_store": ["scylla"]},
 }
 FIRST_PARTY = {
     "trader-exchange-bitfinex",
