@@ -1,4 +1,5 @@
-"""Faults with real processes: a worker killed mid-request, a lossy link, a broker restart.
+"""Faults with real processes: a worker killed mid-request, a lossy link, handlers slower than
+the retry interval, a broker restart.
 
 Workers run as separate Python processes serving a service whose handler has a side effect (a
 line appended to a file). Each test asserts what a caller sees (one reply per call) and what the
@@ -51,6 +52,7 @@ from trader.bus.transport import Security, bound_endpoint
 class Work(Message, type_name="test.faults.work"):
     key: str
     hang_first: bool = False
+    seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -77,19 +79,21 @@ class Effects(Service):
             else:  # the first worker to get this request hangs until it is killed
                 print("hanging", request.key, flush=True)
                 await asyncio.Event().wait()
+        await asyncio.sleep(request.seconds)
         with open(self.log_path, "a") as log:
             log.write(f"{request.key} {os.getpid()}\\n")
         return Done(request.key, os.getpid())
 
 
 def main() -> None:
-    endpoint, log_path, marker_dir, heartbeat = sys.argv[1:5]
+    endpoint, log_path, marker_dir, heartbeat, liveness = sys.argv[1:6]
     host = ServiceHost(
         endpoint,
         [Effects(log_path, marker_dir)],
         security=Security(plaintext_tcp=True),
         concurrency=1,
         heartbeat_interval=float(heartbeat),
+        liveness=int(liveness),
     )
     print("serving", os.getpid(), flush=True)
     asyncio.run(host.serve_forever())
@@ -199,7 +203,9 @@ def broker() -> Iterator[Broker]:
         running.stop()
 
 
-def start_worker(processes: Processes, workspace: Path, endpoint: str) -> subprocess.Popen[str]:
+def start_worker(
+    processes: Processes, workspace: Path, endpoint: str, liveness: int = 3
+) -> subprocess.Popen[str]:
     return processes.start(
         "-c",
         "import faultsvc; faultsvc.main()",
@@ -207,6 +213,7 @@ def start_worker(processes: Processes, workspace: Path, endpoint: str) -> subpro
         str(workspace / "effects.log"),
         str(workspace / "markers"),
         str(HEARTBEAT),
+        str(liveness),
     )
 
 
@@ -315,30 +322,69 @@ class LossyProxy:
 
 
 def test_lossy_link_every_call_completes_and_each_side_effect_happens_once(
-    broker: Broker, processes: Processes, workspace: Path, service_types: Any
+    processes: Processes, workspace: Path, service_types: Any
 ) -> None:
     calls = 200
-    with LossyProxy(broker.endpoint, drop=0.05, delay=0.05, seed=5) as proxy:
-        start_worker(processes, workspace, proxy.endpoint)
+    # Broker and workers give up on each other after `liveness` silent intervals. At 3, three
+    # lost messages in a row (a few in ten thousand here) would end a worker's session and
+    # retries of its calls would go to the other worker: the documented at-least-once case of
+    # a lost worker. This test is about retries over a lossy link, so it allows five.
+    broker = Broker(
+        "tcp://127.0.0.1:0", security=PLAINTEXT, heartbeat_interval=HEARTBEAT, liveness=5
+    )
+    broker.start()
+    try:
+        with LossyProxy(broker.endpoint, drop=0.05, delay=0.05, seed=5) as proxy:
+            # Two workers: a retry that reached the other one would run the handler again.
+            for _ in range(2):
+                start_worker(processes, workspace, proxy.endpoint, liveness=5)
 
-        async def scenario() -> list[Any]:
-            async with Client(
-                proxy.endpoint, security=PLAINTEXT, retry_interval=0.3, timeout=40.0
-            ) as client:
-                await client.wait_for_service("test.faults.effects", timeout=20.0)
-                limit = asyncio.Semaphore(20)
+            async def scenario() -> list[Any]:
+                async with Client(
+                    proxy.endpoint, security=PLAINTEXT, retry_interval=0.3, timeout=40.0
+                ) as client:
+                    await eventually(lambda: broker.worker_count(SERVICE) == 2)
+                    limit = asyncio.Semaphore(20)
 
-                async def one(n: int) -> Any:
-                    async with limit:
-                        return await client.call("test.faults.effects", service_types.Work(f"k{n}"))
+                    async def one(n: int) -> Any:
+                        async with limit:
+                            return await client.call(SERVICE, service_types.Work(f"k{n}"))
 
-                return await asyncio.gather(*(one(n) for n in range(calls)))
+                    return await asyncio.gather(*(one(n) for n in range(calls)))
 
-        replies = run(scenario(), timeout=120.0)
-        assert proxy.dropped > 0 and proxy.delayed > 0
+            replies = run(scenario(), timeout=120.0)
+            assert proxy.dropped > 0 and proxy.delayed > 0
+    finally:
+        broker.stop()
     assert [reply.key for reply in replies] == [f"k{n}" for n in range(calls)]
+    assert broker.stats.workers_expired == 0  # no session was lost: every retry had a home
+    assert broker.stats.sticky_retries > 0  # some retries found the worker with the call
     keys = [line.split()[0] for line in side_effects(workspace)]
     assert sorted(keys) == sorted(f"k{n}" for n in range(calls))  # each exactly once
+    assert len({line.split()[1] for line in side_effects(workspace)}) == 2  # both served
+
+
+def test_handlers_slower_than_the_retry_interval_run_once_with_two_workers(
+    broker: Broker, processes: Processes, workspace: Path, service_types: Any
+) -> None:
+    for _ in range(2):
+        start_worker(processes, workspace, broker.endpoint)
+
+    async def scenario() -> list[Any]:
+        async with Client(
+            broker.endpoint, security=PLAINTEXT, retry_interval=0.15, timeout=20.0
+        ) as client:
+            await eventually(lambda: broker.worker_count(SERVICE) == 2)
+            return await asyncio.gather(
+                *(client.call(SERVICE, service_types.Work(f"s{n}", seconds=0.5)) for n in range(4))
+            )
+
+    replies = run(scenario())
+    assert [reply.key for reply in replies] == [f"s{n}" for n in range(4)]
+    lines = side_effects(workspace)
+    assert sorted(line.split()[0] for line in lines) == ["s0", "s1", "s2", "s3"]  # each once
+    assert len({line.split()[1] for line in lines}) == 2  # both workers served
+    assert broker.stats.sticky_retries > 0  # the retries went where their calls ran
 
 
 def test_broker_restart_workers_and_clients_reconnect_and_carry_on(

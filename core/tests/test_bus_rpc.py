@@ -12,6 +12,7 @@ import itertools
 import random
 import shutil
 import tempfile
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,8 @@ from typing import Any, TypeVar
 
 import pytest
 import zmq
+from hypothesis import given
+from hypothesis import strategies as st
 
 from trader.bus import mdp
 from trader.bus.broker import Broker
@@ -299,6 +302,24 @@ def test_call_to_service_without_workers_fails_in_bounded_time(
     assert broker.stats.expired_requests == 1
 
 
+def test_every_call_of_a_batch_to_a_service_without_workers_fails_unavailable(
+    start_broker: Callable[..., Broker],
+) -> None:
+    broker = start_broker(unavailable_after=0.3)
+
+    async def scenario() -> list[BaseException | Pong]:
+        # No retry before the end: each call must be answered by the broker's expiry alone.
+        async with client(broker, retry_interval=30.0, timeout=30.0) as caller:
+            return await asyncio.gather(
+                *(caller.call("test.rpc.nobody", Ping(str(n))) for n in range(8)),
+                return_exceptions=True,
+            )
+
+    outcomes = run(scenario(), timeout=5.0)
+    assert all(isinstance(outcome, ServiceUnavailable) for outcome in outcomes), outcomes
+    assert broker.stats.expired_requests == 8
+
+
 def test_call_times_out_when_the_handler_never_answers(
     start_broker: Callable[..., Broker],
 ) -> None:
@@ -336,6 +357,295 @@ def test_retries_reuse_the_id_and_the_handler_runs_once(
     assert reply == Pong("released", "")
     assert echo.calls == 1
     assert retries >= 2 and duplicates >= 2
+
+
+def test_retries_of_slow_calls_reach_the_worker_running_them_not_another(
+    start_broker: Callable[..., Broker],
+) -> None:
+    broker = start_broker()
+    first, second = Echo("first"), Echo("second")
+
+    async def scenario() -> tuple[list[Pong], int]:
+        # Handlers slower than the retry interval, with an idle worker the retries could reach.
+        first_host = host(broker, first, concurrency=1)
+        second_host = host(broker, second, concurrency=1)
+        third = Echo("third")
+        async with first_host, second_host, client(broker, retry_interval=0.05) as caller:
+            await eventually(lambda: broker.worker_count(Echo.name) == 2)
+            calls = [asyncio.create_task(caller.call(Echo.name, Hang())) for _ in range(2)]
+            await first.started.wait()
+            await second.started.wait()
+            async with host(broker, third, concurrency=1):  # a third, idle worker
+                await eventually(lambda: broker.worker_count(Echo.name) == 3)
+                await eventually(lambda: caller.retries >= 10)
+                first.release.set()
+                second.release.set()
+                replies = await asyncio.gather(*calls)
+            return replies, third.calls
+
+    replies, third_calls = run(scenario())
+    assert sorted(reply.served_by for reply in replies) == ["first", "second"]
+    assert (first.calls, second.calls, third_calls) == (1, 1, 0)  # each ran once
+    assert broker.stats.sticky_retries >= 10
+
+
+def test_worker_runs_at_most_concurrency_handlers_even_for_batched_calls(
+    start_broker: Callable[..., Broker],
+) -> None:
+    broker = start_broker()
+    running = [0, 0]  # now, peak
+
+    class Counting(Service):
+        name = "test.rpc.counting"
+
+        @handler(Ping)
+        async def ping(self, request: Ping) -> Pong:
+            running[0] += 1
+            running[1] = max(running)
+            await asyncio.sleep(0.01)
+            running[0] -= 1
+            return Pong(request.text)
+
+    async def scenario() -> list[str]:
+        async with host(broker, Counting(), concurrency=2), client(broker) as caller:
+            await caller.wait_for_service(Counting.name)
+            replies = await asyncio.gather(
+                *(caller.call(Counting.name, Ping(str(n)), expect=Pong) for n in range(40))
+            )
+            return [reply.text for reply in replies]
+
+    assert run(scenario()) == [str(n) for n in range(40)]
+    assert running[1] == 2
+
+
+def test_broker_drops_calls_nobody_waits_for_and_keeps_one_copy_of_retries(
+    start_broker: Callable[..., Broker],
+) -> None:
+    broker = start_broker()
+    echo = Echo()
+
+    async def scenario() -> Pong:
+        async with host(broker, echo, concurrency=1), client(broker, retry_interval=0.05) as caller:
+            await caller.wait_for_service(Echo.name)
+            hanging = asyncio.create_task(caller.call(Echo.name, Hang()))
+            await echo.started.wait()  # the only worker slot is taken
+            with pytest.raises(CallTimeout):
+                await caller.call(Echo.name, Ping("too late"), timeout=0.3)
+            assert broker.stats.duplicates >= 2  # its retries did not queue more copies
+            # The broker drops the queued call once its caller's deadline has passed.
+            await eventually(lambda: broker.stats.late_requests == 1)
+            echo.release.set()
+            await hanging
+            return await caller.call(Echo.name, Ping("after"), expect=Pong)
+
+    assert run(scenario()) == Pong("after", "")
+    assert echo.calls == 2  # Hang and "after": the abandoned call never ran
+    assert broker.stats.late_requests == 1
+
+
+def test_broker_refuses_calls_beyond_its_queue_bound_with_a_clear_error(
+    start_broker: Callable[..., Broker],
+) -> None:
+    broker = start_broker(max_queue=2)
+    echo = Echo()
+
+    async def scenario() -> list[BaseException | Pong]:
+        async with host(broker, echo, concurrency=1), client(broker) as caller:
+            await caller.wait_for_service(Echo.name)
+            hanging = asyncio.create_task(caller.call(Echo.name, Hang()))
+            await echo.started.wait()
+            outcomes = await asyncio.gather(
+                *(caller.call(Echo.name, Ping(str(n)), timeout=2.0) for n in range(3)),
+                return_exceptions=True,
+            )
+            echo.release.set()
+            await hanging
+            return outcomes
+
+    outcomes = run(scenario())
+    assert all(isinstance(outcome, RemoteError) for outcome in outcomes), outcomes
+    refused = outcomes[0]
+    assert isinstance(refused, RemoteError) and refused.error_type == "ServiceBusy"
+    assert "max_queue is 2" in str(refused)
+    assert broker.stats.refused_requests == 3
+
+
+def test_broker_heartbeats_only_idle_workers_and_expires_them_on_the_deadline() -> None:
+    broker = Broker("inproc://test-rpc-timers", heartbeat_interval=1.0, liveness=3)
+    broker.bind()
+    sent: list[list[bytes]] = []
+    broker._send = sent.append  # type: ignore[method-assign]  # record instead of sending
+    try:
+        broker._now = 0.0
+        broker._handle([b"w", b"", mdp.WORKER, mdp.READY, b"svc"], 0.0)
+        broker._now = 0.5
+        frame = mdp.client_request(b"svc", b"x")
+        broker._handle([b"c", *frame], 0.5)
+        assert sent[-1][3] == mdp.REQUEST
+        broker._tick(1.2)  # a REQUEST went 0.7 s ago: no HEARTBEAT yet
+        assert all(frames[3] != mdp.HEARTBEAT for frames in sent)
+        assert broker._next_tick == pytest.approx(1.5)  # when one is due, not a tick later
+        broker._tick(1.5)
+        assert sent[-1] == mdp.broker_command(b"w", mdp.HEARTBEAT)
+        broker._tick(2.999)
+        assert broker.worker_count("svc") == 1
+        assert broker._next_tick == pytest.approx(3.0)  # last heard at 0 + 3 intervals
+        broker._tick(3.0)
+        assert broker.worker_count("svc") == 0
+        assert broker.stats.workers_expired == 1
+    finally:
+        broker.stop()
+
+
+def test_broker_splits_a_retried_batch_between_the_workers_that_have_its_calls() -> None:
+    from trader.bus.codec import encode_envelope
+
+    broker = Broker("inproc://test-rpc-split", heartbeat_interval=1.0)
+    broker.bind()
+    sent: list[list[bytes]] = []
+    broker._send = sent.append  # type: ignore[method-assign]  # record instead of sending
+    a, b, c = (encode_envelope(default_registry.envelope(Ping(text))) for text in "abc")
+
+    def client_sends(*frames: bytes) -> None:
+        broker._handle([b"c", *mdp.client_requests(b"svc", list(frames), [5000])], 0.0)
+
+    def requests() -> list[tuple[bytes, list[bytes]]]:
+        found = [(frames[0], frames[6:]) for frames in sent if frames[3] == mdp.REQUEST]
+        sent.clear()
+        return found
+
+    try:
+        broker._now = 0.0
+        for worker in (b"w1", b"w2"):
+            broker._handle([worker, b"", mdp.WORKER, mdp.READY, b"svc"], 0.0)
+        client_sends(a)
+        client_sends(b)
+        assert requests() == [(b"w1", [a]), (b"w2", [b])]
+        client_sends(a, b, c)  # two retries and a new call; no slot is free
+        assert requests() == [(b"w1", [a]), (b"w2", [b])]  # each retry to its worker
+        client_sends(c)  # a retry of the queued call: dropped, the queued copy stands
+        assert requests() == [] and broker.stats.duplicates == 1
+        reply = [b"w1", b"", mdp.WORKER, mdp.REPLY, b"c", b"", b"r"]
+        broker._handle(reply, 0.0)  # answers the retry: the slot stays busy
+        assert requests() == []
+        broker._handle(reply, 0.0)  # answers the call: w1 is free and takes c
+        assert requests() == [(b"w1", [c])]
+        assert broker.stats.sticky_retries == 2
+    finally:
+        broker.stop()
+
+
+def test_worker_heartbeats_only_when_it_sent_nothing_else() -> None:
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+    fake = context.socket(zmq.ROUTER)
+    fake.setsockopt(zmq.LINGER, 0)
+    fake.bind("tcp://127.0.0.1:0")
+    endpoint = bound_endpoint(fake)
+
+    async def echo(body: bytes) -> bytes:
+        return body
+
+    def broker_side() -> tuple[int, int]:
+        ready = _recv_ready(fake)
+        identity, replies, heartbeats = ready[0], 0, 0
+        # Keep the worker busy replying (every 20 ms, a fifth of its interval) for 0.5 s.
+        for n in range(25):
+            fake.send_multipart(
+                [identity, b"", mdp.WORKER, mdp.REQUEST, b"c", b"", str(n).encode()]
+            )
+            while fake.poll(20):
+                command = fake.recv_multipart()[3]
+                replies += command == mdp.REPLY
+                heartbeats += command == mdp.HEARTBEAT
+        busy_heartbeats = heartbeats
+        while fake.poll(2000):  # then idle: it heartbeats
+            if fake.recv_multipart()[3] == mdp.HEARTBEAT:
+                return busy_heartbeats, replies
+        raise AssertionError("an idle worker sent no HEARTBEAT")
+
+    async def scenario() -> tuple[int, int]:
+        worker = Worker(
+            endpoint, "test.rpc.quiet", echo, security=PLAINTEXT, heartbeat_interval=0.1
+        )
+        worker.start()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(None, broker_side)
+        finally:
+            await worker.stop()
+
+    try:
+        busy_heartbeats, replies = run(scenario(), timeout=20.0)
+    finally:
+        fake.close()
+    assert replies == 25
+    assert busy_heartbeats == 0
+
+
+def test_broker_disconnects_a_worker_that_sends_an_unexpected_command(
+    start_broker: Callable[..., Broker],
+) -> None:
+    broker = start_broker()
+    rogue = _raw_worker(broker.endpoint)
+    try:
+        rogue.send_multipart(mdp.worker_ready(b"test.rpc.rogue"))
+        rogue.send_multipart([b"", mdp.WORKER, mdp.REQUEST, b"someone", b"", b"body"])
+        while rogue.poll(5000):
+            if rogue.recv_multipart() == [b"", mdp.WORKER, mdp.DISCONNECT]:
+                break
+        else:
+            raise AssertionError("no DISCONNECT within 5 s")
+        assert broker.worker_count("test.rpc.rogue") == 0
+    finally:
+        rogue.close()
+
+
+def test_worker_concurrency_beyond_what_ready_carries_is_refused_at_once() -> None:
+    async def echo(body: bytes) -> bytes:
+        return body
+
+    with pytest.raises(BusError, match="concurrency 1000000 is out of range"):
+        Worker("inproc://test-rpc-big", "svc", echo, concurrency=mdp.MAX_CAPACITY + 1)
+    with pytest.raises(BusError, match="concurrency 0"):
+        ServiceHost("inproc://test-rpc-big", [Echo()], concurrency=0)
+
+
+def test_closing_the_client_during_a_service_query_fails_it_cleanly() -> None:
+    async def scenario() -> None:
+        async with Client("inproc://test-rpc-nobroker") as caller:
+            query = asyncio.create_task(caller.service_available("x", timeout=5.0))
+            await asyncio.sleep(0)  # let the query start
+            await caller.close()
+            await query
+
+    with pytest.raises(BusError, match="closed during a service query"):
+        run(scenario())
+
+
+@given(
+    type_name=st.text(min_size=1, max_size=300),
+    version=st.integers(0, 2**64 - 1),
+    message_id=st.binary(min_size=1, max_size=64),
+)
+def test_envelope_id_reads_the_id_of_any_envelope(
+    type_name: str, version: int, message_id: bytes
+) -> None:
+    from trader.bus.codec import Envelope, encode_envelope
+
+    frame = encode_envelope(Envelope(type_name, version, message_id, b"c", 0, 1, [1, "x"]))
+    assert mdp.envelope_id(frame) == message_id
+
+
+@given(st.binary(max_size=80))
+def test_envelope_id_never_raises_and_agrees_with_the_decoder(frame: bytes) -> None:
+    from trader.bus.codec import decode_envelope
+    from trader.bus.errors import MalformedMessage
+
+    found = mdp.envelope_id(frame)
+    try:
+        envelope = decode_envelope(frame)
+    except MalformedMessage:
+        return
+    assert found == (envelope.id or None)
 
 
 def test_dedupe_returns_the_cached_reply_and_forgets_beyond_its_size() -> None:
@@ -481,6 +791,50 @@ def test_worker_reconnects_when_the_broker_goes_silent_or_says_disconnect() -> N
     finally:
         fake.close()
     assert len(set(identities)) == 3  # each session is a new connection
+
+
+def test_worker_gives_up_on_a_silent_broker_three_intervals_after_last_hearing_it() -> None:
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+    fake = context.socket(zmq.ROUTER)
+    fake.setsockopt(zmq.LINGER, 0)
+    fake.bind("tcp://127.0.0.1:0")
+    endpoint = bound_endpoint(fake)
+    interval = 0.2
+
+    async def echo(body: bytes) -> bytes:
+        return body
+
+    def broker_side() -> float:
+        first = _recv_ready(fake)
+        time.sleep(interval / 2)  # out of phase with the worker's own heartbeats
+        fake.send_multipart(mdp.broker_command(first[0], mdp.HEARTBEAT))
+        heard_at = time.monotonic()
+        again = _recv_ready(fake)  # then silence until the worker starts a new session
+        assert again[0] != first[0]
+        return time.monotonic() - heard_at
+
+    async def scenario() -> float:
+        worker = Worker(
+            endpoint,
+            "test.rpc.silence",
+            echo,
+            security=PLAINTEXT,
+            heartbeat_interval=interval,
+            reconnect_initial=0.01,
+        )
+        worker.start()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(None, broker_side)
+        finally:
+            await worker.stop()
+
+    try:
+        silence = run(scenario(), timeout=20.0)
+    finally:
+        fake.close()
+    # Three intervals exactly (checked at the deadline, not on the next tick), plus the 10 ms
+    # reconnection delay and a little scheduling slack.
+    assert 3 * interval - 0.01 <= silence <= 3 * interval + 0.01 + 0.08
 
 
 def _recv_ready(socket: zmq.Socket[bytes]) -> list[bytes]:

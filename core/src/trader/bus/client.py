@@ -2,9 +2,12 @@
 
 One DEALER socket carries any number of calls at once; replies are matched to calls by the
 envelope's correlation id. A call that gets no reply within ``retry_interval`` is sent again
-with the *same* message id (workers deduplicate by id, so the handler still runs once), until
-its timeout. A retry that crosses a late reply is harmless: the first reply wins and later ones
-are dropped, so a caller sees exactly one reply.
+with the *same* message id until its timeout: the broker routes the retry to the worker that has
+(or had) the call and that worker's dedupe answers it, so the handler runs once unless that
+worker died or lost its connection meanwhile. A retry that crosses a late reply is harmless:
+the first reply wins and later ones are dropped, so a caller sees exactly one reply. Each
+request carries how long its caller still waits (``ttl``), and the broker drops a request
+nobody waits for any more instead of running it.
 """
 
 from __future__ import annotations
@@ -123,6 +126,8 @@ class Client:
         self._pump: mdp.SocketPump | None = None
         self._calls: dict[bytes, _Call] = {}
         self._outbox: dict[bytes, list[bytes]] = {}
+        #: The deadlines (loop time) of the calls in each service's outbox, for the ttl frame.
+        self._outbox_deadlines: dict[bytes, list[float]] = {}
         self._flush_scheduled = False
         self._due: list[tuple[float, int, bytes, int]] = []
         self._order = 0
@@ -163,12 +168,14 @@ class Client:
             self._timer.cancel()
             self._timer = None
         for future in self._mmi.values():
-            future.cancel()
+            if not future.done():
+                future.set_exception(BusError("client closed during a service query"))
         self._mmi.clear()
         if self._pump is not None:
             self._pump.close()
             self._pump = None
         self._outbox.clear()
+        self._outbox_deadlines.clear()
 
     async def __aenter__(self) -> Client:
         await self.open()
@@ -246,7 +253,7 @@ class Client:
             raise BusError("a call with this message id is already waiting")
         calls[message_id] = call
         self._schedule(loop.time() + min(self.retry_interval, wait), message_id, 1)
-        self._enqueue(service_frame, frame)
+        self._enqueue(service_frame, frame, call.deadline)
         try:
             return await future
         finally:
@@ -312,7 +319,7 @@ class Client:
                 continue
             call.attempts += 1
             self.retries += 1
-            self._enqueue(call.service_frame, call.frame)
+            self._enqueue(call.service_frame, call.frame, call.deadline)
             self._schedule(
                 now + min(self.retry_interval, call.deadline - now), message_id, call.attempts
             )
@@ -320,35 +327,45 @@ class Client:
             self._timer = loop.call_at(due[0][0], self._on_timers)
             self._timer_due = due[0][0]
 
-    def _enqueue(self, service: bytes, frame: bytes) -> None:
+    def _enqueue(self, service: bytes, frame: bytes, deadline: float) -> None:
         # Calls made in one turn of the loop to one service travel as one multipart message.
         # A lone call (no other call waiting) goes at once, so lockstep callers add no latency;
         # with other calls in flight, replies arrive in batches and wake callers together, so
         # waiting for the end of the turn gathers their next calls into one message.
+        # Each message tells the broker how long its callers still wait (the ttl frame), so a
+        # request nobody waits for any more is dropped instead of run.
+        loop = self._loop
+        assert loop is not None
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            assert self._loop is not None
-            self._loop.call_soon(self._flush)
+            loop.call_soon(self._flush)
             if len(self._calls) <= 1 and self._pump is not None:
-                self._pump.send(mdp.client_request(service, frame))
+                ttl = int((deadline - loop.time()) * 1000) + 1
+                self._pump.send(mdp.client_request(service, frame, ttl))
                 return
         box = self._outbox.get(service)
         if box is None:
             self._outbox[service] = [frame]
+            self._outbox_deadlines[service] = [deadline]
         else:
             box.append(frame)
+            self._outbox_deadlines[service].append(deadline)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
         pump = self._pump
         outbox, self._outbox = self._outbox, {}
-        if pump is None:
+        deadlines, self._outbox_deadlines = self._outbox_deadlines, {}
+        if pump is None or self._loop is None:
             return
         size = self.max_batch
+        now = self._loop.time()
         for service, frames in outbox.items():
+            ttls = [int((deadline - now) * 1000) + 1 for deadline in deadlines[service]]
             for start in range(0, len(frames), size):
                 # A full queue drops the batch; the calls' retry timers send them again.
-                pump.send(mdp.client_requests(service, frames[start : start + size]))
+                end = start + size
+                pump.send(mdp.client_requests(service, frames[start:end], ttls[start:end]))
 
     async def service_available(self, service: str, timeout: float = 1.0) -> bool:
         """Ask the broker (RFC 8 ``mmi.service``) whether ``service`` has a worker now."""
@@ -365,7 +382,7 @@ class Client:
         except asyncio.TimeoutError:
             raise CallTimeout(mdp.MMI_SERVICE.decode(), timeout, 1) from None
         finally:
-            del self._mmi[query]
+            self._mmi.pop(query, None)  # close() may have cleared the table
         return code == mdp.MMI_FOUND
 
     async def wait_for_service(self, service: str, timeout: float = 10.0) -> None:

@@ -4,13 +4,18 @@ Constants and frame builders shared by the broker, workers and clients. Frames a
 ``bytes`` as ZeroMQ multipart messages; the leading empty frame emulates a REQ envelope over
 DEALER sockets, as the RFC requires.
 
-Two extensions, each an optional extra frame that RFC 7 peers never send:
+Three extensions, each an optional extra frame that RFC 7 peers never send:
 
-* a worker's READY may carry its *capacity* (ASCII decimal, default 1), the number of requests
-  it accepts at once; the broker counts each slot as an entry in its least-recently-used queue;
+* a worker's READY may carry its *capacity* (ASCII decimal, 1 to :data:`MAX_CAPACITY`, default
+  1), the number of requests it accepts at once; the broker counts each slot as an entry in its
+  least-recently-used queue;
 * a worker's HEARTBEAT may carry the number of requests it is running (ASCII decimal); the broker
   resets its count of the worker's busy slots to it, so a REQUEST or REPLY lost on the way (a
-  broken connection, a lossy link) does not keep a slot busy for ever.
+  broken connection, a lossy link) does not keep a slot busy for ever;
+* a client request may start its body with a frame ``ttl=MS[,MS...]`` (ASCII decimals, one per
+  body frame, or one for all): how many milliseconds each caller still waits for its reply.
+  trader's broker strips it and drops a call no worker took in time (an envelope frame never
+  starts with ``t``).
 
 An ``mmi.*`` request may carry frames after its body (a query id); the broker echoes them
 after the status code, so a client with several queries in flight can match the answers.
@@ -44,13 +49,6 @@ REPLY: Final = b"\x03"
 HEARTBEAT: Final = b"\x04"
 DISCONNECT: Final = b"\x05"
 COMMANDS: Final = frozenset({READY, REQUEST, REPLY, HEARTBEAT, DISCONNECT})
-COMMAND_NAMES: Final = {
-    READY: "READY",
-    REQUEST: "REQUEST",
-    REPLY: "REPLY",
-    HEARTBEAT: "HEARTBEAT",
-    DISCONNECT: "DISCONNECT",
-}
 
 #: Service names starting with this prefix are answered by the broker itself (RFC 8).
 MMI_PREFIX: Final = b"mmi."
@@ -67,21 +65,92 @@ HEARTBEAT_INTERVAL: Final = 1.0
 
 EMPTY: Final = b""
 
+#: Largest capacity a READY frame carries (the count extensions hold at most six digits).
+MAX_CAPACITY: Final = 999_999
+#: Start of the optional first body frame of a client request: the caller's remaining wait.
+TTL_PREFIX: Final = b"ttl="  # four bytes, as parse_ttl assumes
+
 #: Socket options of every bus socket: deep queues, so bursts of calls are not dropped.
 QUEUE_OPTIONS: Final[dict[int, int | bytes]] = {int(zmq.SNDHWM): 100_000, int(zmq.RCVHWM): 100_000}
 
 
-def client_request(service: bytes, body: bytes) -> list[bytes]:
-    """Frames a client sends on its DEALER: empty, MDPC01, service, body."""
-    return [EMPTY, CLIENT, service, body]
+def client_request(service: bytes, body: bytes, ttl_ms: int | None = None) -> list[bytes]:
+    """Frames a client sends on its DEALER: empty, MDPC01, service, [ttl frame], body."""
+    if ttl_ms is None:
+        return [EMPTY, CLIENT, service, body]
+    return [EMPTY, CLIENT, service, ttl_frame([ttl_ms]), body]
 
 
-def client_requests(service: bytes, bodies: list[bytes]) -> list[bytes]:
+def client_requests(
+    service: bytes, bodies: list[bytes], ttls_ms: list[int] | None = None
+) -> list[bytes]:
     """A request whose body has several frames (RFC 7 bodies are opaque multipart data).
 
-    trader puts one envelope in each body frame, so one message carries a batch of calls.
+    trader puts one envelope in each body frame, so one message carries a batch of calls;
+    ``ttls_ms`` (one per body frame) become the ttl extension frame.
     """
-    return [EMPTY, CLIENT, service, *bodies]
+    if ttls_ms is None:
+        return [EMPTY, CLIENT, service, *bodies]
+    return [EMPTY, CLIENT, service, ttl_frame(ttls_ms), *bodies]
+
+
+_MAX_TTL_MS: Final = 999_999_999
+
+
+def ttl_frame(ttls_ms: list[int]) -> bytes:
+    """The extension frame saying how many more milliseconds each caller waits (see module)."""
+    return TTL_PREFIX + ",".join(
+        [str(0 if ttl < 0 else _MAX_TTL_MS if ttl > _MAX_TTL_MS else ttl) for ttl in ttls_ms]
+    ).encode("ascii")
+
+
+def parse_ttl(frame: bytes) -> list[int] | None:
+    """Return the milliseconds a ``ttl=MS[,MS...]`` frame carries, or None if it is invalid."""
+    if not frame.startswith(TTL_PREFIX):
+        return None
+    digits = frame[4:]
+    if digits.isdigit() and len(digits) <= 9:  # the usual case: one value
+        return [int(digits)]
+    values = digits.split(b",")
+    if not all(value.isdigit() and len(value) <= 9 for value in values):
+        return None
+    return [int(value) for value in values]
+
+
+def envelope_id(frame: bytes) -> bytes | None:
+    """Return the message id of an encoded envelope without decoding it, or None.
+
+    Reads only the envelope's first three items (msgpack array of 7: type string, version,
+    id bytes): the broker routes retries by id at a fraction of a full decode's cost. Any frame
+    that does not start like an envelope, or has an empty id, gives None; never raises.
+    """
+    try:
+        if frame[0] != 0x97:
+            return None
+        code = frame[1]
+        if 0xA0 <= code <= 0xBF:
+            position = 2 + (code & 0x1F)
+        elif code == 0xD9:
+            position = 3 + frame[2]
+        elif code == 0xDA:
+            position = 4 + int.from_bytes(frame[2:4], "big")
+        else:
+            return None
+        code = frame[position]
+        if code <= 0x7F:
+            position += 1
+        elif 0xCC <= code <= 0xCF:
+            position += 1 + (1 << (code - 0xCC))
+        else:
+            return None
+        if frame[position] != 0xC4:
+            return None
+        size = frame[position + 1]
+        start = position + 2
+        message_id = frame[start : start + size]
+    except IndexError:
+        return None
+    return message_id if size and len(message_id) == size else None
 
 
 def client_reply(client: bytes, service: bytes, body: list[bytes]) -> list[bytes]:

@@ -22,8 +22,10 @@ Serve it with ``async with ServiceHost(endpoint, [Echo()]): ...`` and call it wi
 ``await client.call("echo", Ping("hi"), expect=Pong)``. A handler that raises makes the caller
 raise :class:`~trader.bus.errors.RemoteError`; a request of a type the service has no handler
 for is answered "not understood". Requests are deduplicated by message id: a retry of a request
-that is running or done gets the same reply and the handler runs once (within the cache's
-``dedupe_size`` and ``dedupe_ttl``).
+that is running or done here gets the same reply and the handler runs once (within the cache's
+``dedupe_size`` and ``dedupe_ttl``). The broker sends retries to the worker that has the request,
+so this holds across workers too, unless that worker is lost before the caller has its reply
+(then another worker may run the request again: at-least-once).
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """The Majordomo worker (RFC 7/MDP 0.1): serves one service through the broker.
 
 A :class:`Worker` connects a DEALER to the broker, announces its service with READY and answers
-each REQUEST with the reply its handler makes. It heartbeats the broker every interval and, if
-the broker stays silent for ``liveness`` intervals or tells it to DISCONNECT, drops the socket
-and reconnects with exponential backoff. It knows nothing of envelopes: the handler takes the
+each REQUEST with the reply its handler makes. It heartbeats the broker after each interval in
+which it sent nothing else and, if the broker stays silent for ``liveness`` intervals (checked
+at that deadline, not on a tick) or tells it to DISCONNECT, drops the socket and reconnects with
+exponential backoff. It knows nothing of envelopes: the handler takes the
 request body frame and returns the reply body frame (see :mod:`trader.bus.service` for typed
 handlers, deduplication and error replies).
 """
@@ -13,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import zmq
 
 from trader.bus import mdp
+from trader.bus.errors import BusError
+from trader.bus.liveness import Liveness
 from trader.bus.transport import Security, make_socket
 
 __all__ = ["FrameHandler", "Worker"]
@@ -34,9 +36,11 @@ FrameHandler = Callable[[bytes], Awaitable[bytes | None]]
 class Worker:
     """Serve ``service`` for the broker at ``endpoint`` with ``handler``.
 
-    ``concurrency`` is how many requests the worker runs at once (announced to the broker as
-    its capacity; 1 is plain RFC 7). ``reconnect_initial``/``reconnect_max`` bound the backoff
-    between reconnection attempts in seconds. Run it with ``await worker.run()`` (returns after
+    ``concurrency`` is how many handlers the worker runs at once, batched requests included
+    (announced to the broker as its capacity; 1 is plain RFC 7; at most
+    :data:`~trader.bus.mdp.MAX_CAPACITY`, else :class:`~trader.bus.errors.BusError`).
+    ``reconnect_initial``/``reconnect_max`` bound the backoff between reconnection attempts in
+    seconds. Run it with ``await worker.run()`` (returns after
     :meth:`stop`) or start it as a task with :meth:`start`.
     """
 
@@ -56,8 +60,11 @@ class Worker:
     ) -> None:
         if not service or service.startswith(mdp.MMI_PREFIX.decode()):
             raise ValueError(f"invalid service name {service!r}")
-        if concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
+        if not 1 <= concurrency <= mdp.MAX_CAPACITY:
+            raise BusError(
+                f"worker of {service!r}: concurrency {concurrency} is out of range; "
+                f"use 1 to {mdp.MAX_CAPACITY}"
+            )
         self.endpoint = endpoint
         self.service = service
         self._service_frame = service.encode()
@@ -77,7 +84,8 @@ class Worker:
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._handlers: set[asyncio.Task[None]] = set()
-        self._next_socket = None
+        self._slots = asyncio.Semaphore(concurrency)
+        self._next_socket: zmq.Socket[bytes] | None = None
 
     def start(self) -> asyncio.Task[None]:
         """Run the worker as a task of the running loop and return it.
@@ -90,8 +98,6 @@ class Worker:
                 self._next_socket = self._make_socket()
             self._task = asyncio.create_task(self.run(), name=f"bus-worker-{self.service}")
         return self._task
-
-    _next_socket: zmq.Socket[bytes] | None = None
 
     def _make_socket(self) -> zmq.Socket[bytes]:
         socket = make_socket(
@@ -133,8 +139,10 @@ class Worker:
             log.info("bus worker %r: reconnecting to the broker in %.2f s", self.service, delay)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), delay)
-        for task in list(self._handlers):
+        handlers = list(self._handlers)
+        for task in handlers:
             task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
 
     async def _session(self) -> bool:
         """Serve one connection; return whether the broker was heard from at all."""
@@ -144,7 +152,7 @@ class Worker:
         self.sessions += 1
         session = _Session(self, socket)
         try:
-            session.pump.send(mdp.worker_ready(self._service_frame, self.concurrency))
+            session.send(mdp.worker_ready(self._service_frame, self.concurrency))
             self.connected.set()
             waits = [
                 asyncio.create_task(session.heartbeat()),
@@ -183,16 +191,25 @@ class _Session:
         self.worker = worker
         self.heard = False
         self.busy = 0
-        self.last_heard = time.monotonic()
+        self.liveness = Liveness(worker.heartbeat_interval, worker.liveness)
         self.lost = asyncio.Event()
         self.pump = mdp.SocketPump(socket, self.on_message)
 
+    def send(self, frames: list[bytes]) -> None:
+        if self.pump.send(frames):
+            self.liveness.sent()
+
     async def heartbeat(self) -> None:
+        """Heartbeat the broker when idle; end the session once it is silent too long.
+
+        Wakes at the next deadline (a heartbeat due, the broker's expiry), not on a fixed tick,
+        so a silent broker is noticed ``liveness`` intervals after it was last heard.
+        """
         worker = self.worker
-        interval = worker.heartbeat_interval
+        liveness = self.liveness
         while True:
-            await asyncio.sleep(interval)
-            if time.monotonic() - self.last_heard >= interval * worker.liveness:
+            now = liveness.now()
+            if liveness.expired(now):
                 log.warning(
                     "bus worker %r: broker silent for %d heartbeats; reconnecting",
                     worker.service,
@@ -200,10 +217,13 @@ class _Session:
                 )
                 self.lost.set()
                 return
-            self.pump.send(mdp.worker_heartbeat(self.busy))
+            if liveness.send_due(now):
+                # RFC 7: a HEARTBEAT only when nothing else went to the broker for an interval.
+                self.send(mdp.worker_heartbeat(self.busy))
+            await asyncio.sleep(liveness.next_wakeup())
 
     def on_message(self, frames: list[bytes]) -> None:
-        self.last_heard = time.monotonic()
+        self.liveness.beat()
         self.heard = True
         worker = self.worker
         if len(frames) < 3 or frames[0] != b"" or frames[1] != mdp.WORKER:
@@ -231,20 +251,26 @@ class _Session:
             worker._malformed(frames, f"unexpected command {command!r}")
 
     async def _run(self, body: bytes) -> bytes | None:
-        try:
-            return await self.worker._handler(body)
-        except Exception:
-            log.exception("bus worker %r: handler failed; no reply sent", self.worker.service)
-            return None
+        # At most `concurrency` handlers run at once, however the requests were batched.
+        async with self.worker._slots:
+            try:
+                return await self.worker._handler(body)
+            except Exception:
+                log.exception("bus worker %r: handler failed; no reply sent", self.worker.service)
+                return None
 
     async def serve_one(self, client: bytes, body: bytes) -> None:
-        reply = await self._run(body)
-        self.busy -= 1
+        try:
+            reply = await self._run(body)
+        finally:
+            self.busy -= 1
         # A reply always goes back, if only an empty frame: it frees the broker's slot.
-        self.pump.send(mdp.worker_reply(client, [reply if reply is not None else b""]))
+        self.send(mdp.worker_reply(client, [reply if reply is not None else b""]))
 
     async def serve_batch(self, client: bytes, bodies: list[bytes]) -> None:
-        replies = await asyncio.gather(*(self._run(body) for body in bodies))
-        self.busy -= 1
+        try:
+            replies = await asyncio.gather(*(self._run(body) for body in bodies))
+        finally:
+            self.busy -= 1
         frames = [reply for reply in replies if reply is not None] or [b""]
-        self.pump.send(mdp.worker_reply(client, frames))
+        self.send(mdp.worker_reply(client, frames))
