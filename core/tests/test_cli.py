@@ -18,6 +18,7 @@ FIRST_PARTY_REGISTERS: dict[str, dict[str, list[str]]] = {
     "trader-strategy-python": {"strategy_runtime": ["python"]},
     "trader-storage-timescale": {"candle_store": ["timescale"], "state_store": ["timescale"]},
     "trader-storage-scylla": {"candle_store": ["scylla"]},
+    "trader-exchange-bitfinex": {"exchange": ["bitfinex"]},
 }
 FIRST_PARTY = {
     "trader-exchange-bitfinex",

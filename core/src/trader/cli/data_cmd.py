@@ -467,3 +467,7 @@ def generate_command(
 from trader.cli.migrate_cmd import migrate_command  # noqa: E402 - added after the group exists
 
 data_group.add_command(migrate_command)
+
+from trader.cli.download_cmd import download_command  # noqa: E402 - added after the group exists
+
+data_group.add_command(download_command)

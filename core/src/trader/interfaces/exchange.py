@@ -59,7 +59,7 @@ class Exchange(Component):
         """Every tradable market by unified symbol, with precision and minimum sizes."""
 
     @abstractmethod
-    async def fetch_candles(
+    def fetch_candles(
         self, symbol: str, timeframe: str, start: int, end: int
     ) -> AsyncIterator[CandleArrays]:
         """Yield closed candles with open time in ``[start, end)``, page by page, oldest first."""

@@ -247,7 +247,7 @@ class PaperExchange(Exchange):
         """The markets from the options, by unified symbol."""
         return dict(self.engine.markets)
 
-    async def fetch_candles(  # type: ignore[override,misc]  # an async generator, as documented
+    async def fetch_candles(
         self, symbol: str, timeframe: str, start: int, end: int
     ) -> AsyncIterator[CandleArrays]:
         """Closed candles with open time in ``[start, end)``, pages of up to 1,000, oldest first.
