@@ -273,11 +273,15 @@ end
 
 -- ta: incremental indicators ----------------------------------------------------------------
 -- Each indicator is a plain table of numbers with a locked metatable; snapshots store the
--- fields and the kind, and restore re-attaches the metatable.
+-- fields and the kind, and restore re-attaches the metatable. The arithmetic is trader.ta's
+-- (core/src/trader/ta.py), operation for operation, so Lua and Python readings are identical
+-- bit for bit; the definitions are TA-Lib's (docs/ta.md). Inputs are made floats (x * 1.0) so
+-- integer arguments cannot take Lua's integer arithmetic.
 
 local ta = {}
 local KIND_OF = {}   -- metatable -> kind
 local META = {}      -- kind -> metatable
+local sqrt, abs, tointeger = math.sqrt, math.abs, math.tointeger
 
 local function indicator(kind, methods)
   local mt = { __index = methods, __metatable = "ta." .. kind }
@@ -286,51 +290,62 @@ local function indicator(kind, methods)
   return mt
 end
 
-local function period_arg(name, p)
-  if type(p) ~= "number" or p < 1 or p % 1 ~= 0 or p > 1e6 then
-    error("ta." .. name .. ": period must be a whole number from 1 to 1000000", 3)
+local function period_arg(name, p, low, what)
+  low = low or 1
+  if type(p) ~= "number" or p < low or p % 1 ~= 0 or p > 1e6 then
+    error("ta." .. name .. ": " .. (what or "period") .. " must be a whole number from "
+      .. low .. " to 1000000", 3)
   end
-  return p
+  return tointeger and tointeger(p) or p
 end
 
--- SMA: running sum over a ring buffer (the way TA-Lib sums).
+local function factor_arg(name, v, what)
+  if type(v) ~= "number" or v ~= v or v < 0 or v == huge then
+    error("ta." .. name .. ": " .. what .. " must be a finite number >= 0", 3)
+  end
+  return v * 1.0
+end
+
+-- SMA: TA-Lib's running total of the newest period - 1 values, added to before the reading
+-- and subtracted from after it.
 local SMA = {}
 local SMA_MT = indicator("sma", SMA)
 function SMA.update(self, x)
+  x = x * 1.0
   local p = self.period
-  local pos = self.pos % p + 1
-  self.pos = pos
   local buf = self.buf
-  local old = buf[pos]
+  local pos = self.pos
   buf[pos] = x
-  if self.count >= p then
-    local sum = self.sum - old + x
-    self.sum = sum
-    local v = sum / p
-    self.value = v
-    return v
+  pos = pos + 1
+  if pos > p then pos = 1 end
+  self.pos = pos
+  local total = self.sum + x
+  if self.count < p then
+    local count = self.count + 1
+    self.count = count
+    if count < p then
+      self.sum = total
+      return nil
+    end
   end
-  local count = self.count + 1
-  self.count = count
-  local sum = self.sum + x
-  self.sum = sum
-  if count == p then
-    local v = sum / p
-    self.value = v
-    return v
-  end
-  return nil
+  self.sum = total - buf[pos]   -- buf[pos]: the oldest value of the window
+  local v = total / p
+  self.value = v
+  return v
+end
+local function new_sma(p)
+  return setmetatable({ period = p, pos = 1, count = 0, sum = 0.0, buf = {} }, SMA_MT)
 end
 function ta.sma(p)
-  p = period_arg("sma", p)
-  return setmetatable({ period = p, pos = 0, count = 0, sum = 0.0, buf = {} }, SMA_MT)
+  return new_sma(period_arg("sma", p))
 end
 
 -- EMA: seeded with the simple average of the first `period` values (TA-Lib's default), then
--- value = value + k * (x - value) with k = 2 / (period + 1).
+-- value = (x - value) * k + value with k = 2 / (period + 1).
 local EMA = {}
 local EMA_MT = indicator("ema", EMA)
 function EMA.update(self, x)
+  x = x * 1.0
   local v = self.value
   if v then
     v = (x - v) * self.k + v
@@ -353,10 +368,52 @@ function ta.ema(p)
   return setmetatable({ period = p, k = 2 / (p + 1), count = 0, sum = 0.0 }, EMA_MT)
 end
 
+-- WMA: weights 1..period, TA-Lib's two running sums.
+local WMA = {}
+local WMA_MT = indicator("wma", WMA)
+function WMA.update(self, x)
+  x = x * 1.0
+  local p = self.period
+  if p == 1 then
+    self.value = x
+    return x
+  end
+  local buf = self.buf
+  local pos = self.pos
+  buf[pos] = x
+  pos = pos + 1
+  if pos > p then pos = 1 end
+  self.pos = pos
+  if self.count < p then
+    local count = self.count + 1
+    self.count = count
+    if count < p then
+      self.sub = self.sub + x
+      self.sum = self.sum + x * count
+      return nil
+    end
+  end
+  local sub = self.sub + x
+  sub = sub - self.trailing
+  local total = self.sum + x * p
+  self.trailing = buf[pos]
+  local v = total / (p * (p + 1) / 2)
+  self.sum = total - sub
+  self.sub = sub
+  self.value = v
+  return v
+end
+function ta.wma(p)
+  p = period_arg("wma", p)
+  return setmetatable(
+    { period = p, pos = 1, count = 0, sum = 0.0, sub = 0.0, trailing = 0.0, buf = {} }, WMA_MT)
+end
+
 -- RSI: Wilder's smoothing as TA-Lib computes it; the first value needs period + 1 inputs.
 local RSI = {}
 local RSI_MT = indicator("rsi", RSI)
 function RSI.update(self, x)
+  x = x * 1.0
   local prev = self.prev
   self.prev = x
   if prev == nil then return nil end
@@ -379,13 +436,412 @@ function RSI.update(self, x)
   self.gain, self.loss = gain, loss
   local total = gain + loss
   local v = 0.0
-  if total ~= 0 then v = 100 * (gain / total) end
+  if total ~= 0.0 then v = 100 * (gain / total) end
   self.value = v
   return v
 end
 function ta.rsi(p)
+  if p == nil then p = 14 end
   p = period_arg("rsi", p)
   return setmetatable({ period = p, count = 0, gain = 0.0, loss = 0.0 }, RSI_MT)
+end
+
+-- MACD: both EMAs seeded, like TA-Lib, with simple averages ending at the `slow`-th value.
+local MACD = {}
+local MACD_MT = indicator("macd", MACD)
+function MACD.update(self, x)
+  x = x * 1.0
+  local count = self.count + 1
+  self.count = count
+  local slow = self.slow
+  local f, s
+  if count > slow then
+    f = (x - self.fast_ema) * self.kf + self.fast_ema
+    s = (x - self.slow_ema) * self.ks + self.slow_ema
+    self.fast_ema, self.slow_ema = f, s
+  else
+    local fast = self.fast
+    local buf = self.buf
+    buf[(count - 1) % fast + 1] = x
+    local total = self.slow_sum + x
+    self.slow_sum = total
+    if count < slow then return nil end
+    s = total / slow
+    local start = count % fast   -- the oldest of the last `fast` values, 0-based
+    local fsum = 0.0
+    for i = 0, fast - 1 do fsum = fsum + buf[(start + i) % fast + 1] end
+    f = fsum / fast
+    self.fast_ema, self.slow_ema = f, s
+    self.buf = {}
+  end
+  local m = f - s
+  local n = self.signal_period
+  local sig = self.signal
+  if sig ~= nil then
+    sig = (m - sig) * self.ksig + sig
+  else
+    local seen = count - slow + 1
+    local total = self.signal_sum + m
+    self.signal_sum = total
+    if seen < n then return nil end
+    sig = total / n
+  end
+  local hist = m - sig
+  self.value, self.macd = m, m
+  self.signal = sig
+  self.hist = hist
+  return m, sig, hist
+end
+function ta.macd(fast, slow, signal)
+  if fast == nil then fast = 12 end
+  if slow == nil then slow = 26 end
+  if signal == nil then signal = 9 end
+  fast = period_arg("macd", fast, 2, "fast")
+  slow = period_arg("macd", slow, 2, "slow")
+  signal = period_arg("macd", signal, 1, "signal")
+  if slow < fast then fast, slow = slow, fast end
+  return setmetatable({
+    fast = fast, slow = slow, signal_period = signal,
+    kf = 2 / (fast + 1), ks = 2 / (slow + 1), ksig = 2 / (signal + 1),
+    count = 0, slow_sum = 0.0, fast_ema = 0.0, slow_ema = 0.0, signal_sum = 0.0, buf = {},
+  }, MACD_MT)
+end
+
+-- STDDEV / BBANDS: the population variance of the window from running sums of deviations from
+-- a shift, re-anchored at the window's mean when the variance falls below 1e-3 of the mean
+-- squared deviation or every 32 * period values (trader.ta._Deviation); a flat window is 0.
+local function new_deviation(p, fields)
+  fields.period, fields.pos, fields.count, fields.shift = p, 1, 0, 0.0
+  fields.s1, fields.s2, fields.since, fields.run, fields.buf = 0.0, 0.0, 0, 0, {}
+  return fields
+end
+local function variance_update(self, x)
+  local p = self.period
+  local buf = self.buf
+  local pos = self.pos
+  buf[pos] = x
+  pos = pos + 1
+  if pos > p then pos = 1 end
+  self.pos = pos
+  if x == self.last then
+    if self.run < p then self.run = self.run + 1 end
+  else
+    self.last = x
+    self.run = 1
+  end
+  if self.count == 0 then self.shift = x end
+  local d = x - self.shift
+  local s1 = self.s1 + d
+  local s2 = self.s2 + d * d
+  if self.count < p then
+    local count = self.count + 1
+    self.count = count
+    if count < p then
+      self.s1, self.s2 = s1, s2
+      return nil
+    end
+  end
+  local var
+  if self.run >= p then
+    var = 0.0
+  else
+    local m1 = s1 / p
+    local m2 = s2 / p
+    var = m2 - m1 * m1
+    local since = self.since + 1
+    self.since = since
+    if var < 1e-3 * m2 or since >= 32 * p then
+      local total = 0.0
+      for i = 1, p do total = total + buf[i] end
+      local k = total / p
+      s1, s2 = 0.0, 0.0
+      for i = 1, p do
+        local e = buf[i] - k
+        s1 = s1 + e
+        s2 = s2 + e * e
+      end
+      self.shift = k
+      self.since = 0
+      m1 = s1 / p
+      var = s2 / p - m1 * m1
+    end
+    if var < 0.0 then var = 0.0 end
+  end
+  local old = buf[pos] - self.shift
+  self.s1 = s1 - old
+  self.s2 = s2 - old * old
+  return var
+end
+
+local STDDEV = {}
+local STDDEV_MT = indicator("stddev", STDDEV)
+function STDDEV.update(self, x)
+  local var = variance_update(self, x * 1.0)
+  if var == nil then return nil end
+  local v = sqrt(var) * self.nbdev
+  self.value = v
+  return v
+end
+function ta.stddev(p, nbdev)
+  p = period_arg("stddev", p)
+  if nbdev == nil then nbdev = 1.0 end
+  nbdev = factor_arg("stddev", nbdev, "nbdev")
+  return setmetatable(new_deviation(p, { nbdev = nbdev }), STDDEV_MT)
+end
+
+-- BBANDS: the SMA (TA-Lib's running total) and the deviation above; returns upper, mid, lower.
+local BBANDS = {}
+local BBANDS_MT = indicator("bbands", BBANDS)
+function BBANDS.update(self, x)
+  x = x * 1.0
+  local var = variance_update(self, x)
+  local total = self.sum + x
+  if var == nil then
+    self.sum = total
+    return nil
+  end
+  local p = self.period
+  self.sum = total - self.buf[self.pos]
+  local mid = total / p
+  local dev = sqrt(var)
+  local upper = mid + dev * self.up
+  local lower = mid - dev * self.down
+  self.value, self.middle = mid, mid
+  self.upper, self.lower = upper, lower
+  return upper, mid, lower
+end
+function ta.bbands(p, up, down)
+  if p == nil then p = 20 end
+  p = period_arg("bbands", p)
+  if up == nil then up = 2.0 end
+  up = factor_arg("bbands", up, "up")
+  if down == nil then down = up end
+  down = factor_arg("bbands", down, "down")
+  return setmetatable(new_deviation(p, { up = up, down = down, sum = 0.0 }), BBANDS_MT)
+end
+
+-- ATR: Wilder's smoothing seeded with the simple average of the first `period` true ranges.
+local ATR = {}
+local ATR_MT = indicator("atr", ATR)
+function ATR.update(self, high, low, close)
+  high, low, close = high * 1.0, low * 1.0, close * 1.0
+  local prev = self.prev_close
+  self.prev_close = close
+  if prev == nil then return nil end
+  local tr = high - low
+  local d = abs(prev - high)
+  if d > tr then tr = d end
+  d = abs(prev - low)
+  if d > tr then tr = d end
+  local p = self.period
+  local v = self.value
+  if v ~= nil then
+    v = v * (p - 1)
+    v = v + tr
+    v = v / p
+    self.value = v
+    return v
+  end
+  local count = self.count + 1
+  self.count = count
+  local total = self.sum + tr
+  self.sum = total
+  if count < p then return nil end
+  v = total / p
+  self.value = v
+  return v
+end
+function ta.atr(p)
+  if p == nil then p = 14 end
+  p = period_arg("atr", p)
+  return setmetatable({ period = p, count = 0, sum = 0.0 }, ATR_MT)
+end
+
+-- HIGHEST / LOWEST: a monotonic deque in a ring of `period` slots, amortised O(1).
+local function extreme_update(self, x, highest)
+  local p = self.period
+  local values, indexes = self.values, self.indexes
+  local n = self.count + 1
+  self.count = n
+  local head, size = self.head, self.size
+  if size > 0 and indexes[head] <= n - p then
+    head = head + 1
+    if head > p then head = 1 end
+    size = size - 1
+  end
+  while size > 0 do
+    local back = head + size - 1
+    if back > p then back = back - p end
+    local b = values[back]
+    local drop
+    if highest then drop = b <= x else drop = b >= x end
+    if drop then size = size - 1 else break end
+  end
+  local back = head + size
+  if back > p then back = back - p end
+  values[back] = x
+  indexes[back] = n
+  self.head, self.size = head, size + 1
+  if n < p then return nil end
+  local v = values[head]
+  self.value = v
+  return v
+end
+local HIGHEST, LOWEST = {}, {}
+local HIGHEST_MT = indicator("highest", HIGHEST)
+local LOWEST_MT = indicator("lowest", LOWEST)
+function HIGHEST.update(self, x) return extreme_update(self, x * 1.0, true) end
+function LOWEST.update(self, x) return extreme_update(self, x * 1.0, false) end
+local function new_extreme(p, mt)
+  return setmetatable({ period = p, count = 0, head = 1, size = 0, values = {}, indexes = {} }, mt)
+end
+function ta.highest(p) return new_extreme(period_arg("highest", p), HIGHEST_MT) end
+function ta.lowest(p) return new_extreme(period_arg("lowest", p), LOWEST_MT) end
+
+-- CROSSOVER / CROSSUNDER: nil on the first pair and after a pair holding nil.
+local CROSSOVER, CROSSUNDER = {}, {}
+local CROSSOVER_MT = indicator("crossover", CROSSOVER)
+local CROSSUNDER_MT = indicator("crossunder", CROSSUNDER)
+local function cross_update(self, a, b, over)
+  if a == nil or b == nil then
+    self.prev_a, self.prev_b, self.value = nil, nil, nil
+    return nil
+  end
+  a, b = a * 1.0, b * 1.0
+  local pa, pb = self.prev_a, self.prev_b
+  self.prev_a, self.prev_b = a, b
+  if pa == nil or pb == nil then
+    self.value = nil
+    return nil
+  end
+  local v
+  if over then v = a > b and pa <= pb else v = a < b and pa >= pb end
+  self.value = v
+  return v
+end
+function CROSSOVER.update(self, a, b) return cross_update(self, a, b, true) end
+function CROSSUNDER.update(self, a, b) return cross_update(self, a, b, false) end
+function ta.crossover() return setmetatable({}, CROSSOVER_MT) end
+function ta.crossunder() return setmetatable({}, CROSSUNDER_MT) end
+
+-- ROC: (x / x[period ago] - 1) * 100, 0 when the old value is 0.
+local ROC = {}
+local ROC_MT = indicator("roc", ROC)
+function ROC.update(self, x)
+  x = x * 1.0
+  local p = self.period
+  local buf = self.buf
+  local pos = self.pos
+  local old = buf[pos]
+  buf[pos] = x
+  pos = pos + 1
+  if pos > p then pos = 1 end
+  self.pos = pos
+  if self.count < p then
+    self.count = self.count + 1
+    return nil
+  end
+  local v = 0.0
+  if old ~= 0.0 then v = (x / old - 1.0) * 100.0 end
+  self.value = v
+  return v
+end
+function ta.roc(p)
+  if p == nil then p = 10 end
+  p = period_arg("roc", p)
+  return setmetatable({ period = p, pos = 1, count = 0, buf = {} }, ROC_MT)
+end
+
+-- STOCH: TA-Lib's slow stochastic with simple averages; returns k, d.
+local STOCH = {}
+local STOCH_MT = indicator("stoch", STOCH)
+function STOCH.update(self, high, low, close)
+  local hi = extreme_update(self.high, high * 1.0, true)
+  local lo = extreme_update(self.low, low * 1.0, false)
+  if hi == nil or lo == nil then return nil end
+  local diff = (hi - lo) / 100.0
+  local fast = 0.0
+  if diff ~= 0.0 then fast = (close * 1.0 - lo) / diff end
+  local k = SMA.update(self.kma, fast)
+  if k == nil then return nil end
+  local d = SMA.update(self.dma, k)
+  if d == nil then return nil end
+  self.value, self.k = k, k
+  self.d = d
+  return k, d
+end
+function ta.stoch(fastk, slowk, slowd)
+  if fastk == nil then fastk = 5 end
+  if slowk == nil then slowk = 3 end
+  if slowd == nil then slowd = 3 end
+  fastk = period_arg("stoch", fastk, 1, "fastk")
+  slowk = period_arg("stoch", slowk, 1, "slowk")
+  slowd = period_arg("stoch", slowd, 1, "slowd")
+  return setmetatable({
+    high = new_extreme(fastk, HIGHEST_MT), low = new_extreme(fastk, LOWEST_MT),
+    kma = new_sma(slowk), dma = new_sma(slowd),
+  }, STOCH_MT)
+end
+
+-- OBV: starts at the first volume; adds it on a rise, subtracts it on a fall.
+local OBV = {}
+local OBV_MT = indicator("obv", OBV)
+function OBV.update(self, close, volume)
+  close, volume = close * 1.0, volume * 1.0
+  local prev = self.prev
+  self.prev = close
+  local v = self.value
+  if v == nil or prev == nil then
+    v = volume
+  elseif close > prev then
+    v = v + volume
+  elseif close < prev then
+    v = v - volume
+  end
+  self.value = v
+  return v
+end
+function ta.obv() return setmetatable({}, OBV_MT) end
+
+-- VWAP: of the typical price (h + l + c) / 3, anchored (no period) or over `period` candles.
+local VWAP = {}
+local VWAP_MT = indicator("vwap", VWAP)
+function VWAP.update(self, high, low, close, volume)
+  local tp = (high * 1.0 + low * 1.0 + close * 1.0) / 3.0
+  volume = volume * 1.0
+  local pv = tp * volume
+  local total_pv = self.pv + pv
+  local total_v = self.vol + volume
+  local p = self.period
+  if p == nil then
+    self.pv, self.vol = total_pv, total_v
+  else
+    local pos = self.pos
+    self.buf_pv[pos] = pv
+    self.buf_v[pos] = volume
+    pos = pos + 1
+    if pos > p then pos = 1 end
+    self.pos = pos
+    if self.count < p then
+      local count = self.count + 1
+      self.count = count
+      if count < p then
+        self.pv, self.vol = total_pv, total_v
+        return nil
+      end
+    end
+    self.pv = total_pv - self.buf_pv[pos]
+    self.vol = total_v - self.buf_v[pos]
+  end
+  local v = tp
+  if total_v ~= 0.0 then v = total_pv / total_v end
+  self.value = v
+  return v
+end
+function ta.vwap(p)
+  if p ~= nil then p = period_arg("vwap", p) end
+  return setmetatable(
+    { period = p, pos = 1, count = 0, pv = 0.0, vol = 0.0, buf_pv = {}, buf_v = {} }, VWAP_MT)
 end
 
 env.ta = ta
