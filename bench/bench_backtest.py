@@ -179,7 +179,9 @@ def cps(
         instance = load("lua", trusted)
         engine = str(getattr(instance, "engine", ""))
         instance.close()
-    emit(f"backtest.{name}_cps", rate, "1/s", "higher", fills=runs[0][1], engine=engine or None)
+    emit(
+        f"backtest.{name}_cps", rate, "candles/s", "higher", fills=runs[0][1], engine=engine or None
+    )
 
 
 def child(rows: int) -> None:

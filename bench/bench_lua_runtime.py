@@ -105,25 +105,28 @@ def main() -> None:
     defaults = LuaStrategyRuntime().default_limits
     unlimited = Limits(None, None, None)
     emit(
-        "strategy.lua_batch_cps", batch_cps(candles, defaults, False, args.repeats), "1/s", "higher"
+        "strategy.lua_batch_cps",
+        batch_cps(candles, defaults, False, args.repeats),
+        "candles/s",
+        "higher",
     )
     emit(
         "strategy.lua_batch_nolimits_cps",
         batch_cps(candles, unlimited, False, args.repeats, cpu=None),
-        "1/s",
+        "candles/s",
         "higher",
     )
     emit(
         "strategy.luajit_batch_cps",
         batch_cps(candles, defaults, True, args.repeats),
-        "1/s",
+        "candles/s",
         "higher",
     )
     small = candles.slice(0, args.per_candle)
     emit(
         "strategy.lua_per_candle_cps",
         per_candle_cps(small, defaults, args.repeats),
-        "1/s",
+        "candles/s",
         "higher",
     )
 

@@ -109,17 +109,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     candles = synthetic_candles(args.candles)
-    emit("strategy.python_batch_cps", batch_cps(candles, args.repeats), "1/s", "higher")
+    emit("strategy.python_batch_cps", batch_cps(candles, args.repeats), "candles/s", "higher")
     emit(
         "strategy.python_per_candle_cps",
         per_candle_cps(candles.slice(0, args.per_candle), args.repeats, worker=False),
-        "1/s",
+        "candles/s",
         "higher",
     )
     emit(
         "strategy.python_worker_per_candle_cps",
         per_candle_cps(candles.slice(0, args.worker_calls), args.repeats, worker=True),
-        "1/s",
+        "candles/s",
         "higher",
     )
 
