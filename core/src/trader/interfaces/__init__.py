@@ -17,6 +17,7 @@ from trader.interfaces.state_store import (
     User,
 )
 from trader.interfaces.strategy import (
+    DecisionBatch,
     Limits,
     Parameter,
     StrategyInstance,
@@ -28,6 +29,7 @@ __all__ = [
     "CandleStore",
     "CandleUpdate",
     "Component",
+    "DecisionBatch",
     "Evaluation",
     "Exchange",
     "ExchangeCapabilities",

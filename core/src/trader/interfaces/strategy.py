@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from trader.model import CandleArrays, Decision
+import numpy as np
+import numpy.typing as npt
+
+from trader.model import CandleArrays, Decision, OrderIntent
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +33,36 @@ class Limits:
     instructions_per_call: int | None = 10_000_000
     memory_bytes: int | None = 64 * 1024 * 1024
     wall_seconds_per_call: float | None = 1.0
+
+
+@dataclass(frozen=True, eq=False)
+class DecisionBatch:
+    """The decisions on a run of candles, in compact form (what runtimes' ``on_candles`` return).
+
+    ``time[i]`` is the candle of row ``i``; ``target[i]`` its target position (NaN when the row
+    holds or gives orders); ``orders`` maps a row to its explicit orders.
+    """
+
+    assignment: str
+    time: npt.NDArray[np.int64]
+    target: npt.NDArray[np.float64]
+    orders: Mapping[int, tuple[OrderIntent, ...]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.time)
+
+    def decision(self, row: int) -> Decision:
+        """Row ``row`` as a :class:`~trader.model.Decision`."""
+        target = float(self.target[row])
+        return Decision(
+            self.assignment,
+            int(self.time[row]),
+            None if math.isnan(target) else target,
+            self.orders.get(row, ()),
+        )
+
+    def __iter__(self) -> Iterator[Decision]:
+        return (self.decision(row) for row in range(len(self)))
 
 
 class StrategyInstance(ABC):

@@ -7,9 +7,8 @@ order or a list of orders, or ``nil`` to hold.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import msgpack
@@ -17,8 +16,16 @@ import numpy as np
 import numpy.typing as npt
 
 from trader.errors import DataError
-from trader.interfaces import Limits, Parameter, StrategyInstance, StrategyRuntime
+from trader.interfaces import DecisionBatch, Limits, Parameter, StrategyInstance, StrategyRuntime
 from trader.model import CandleArrays, Decision, OrderIntent
+from trader.strategy_support import (
+    bind_parameters,
+    concat_batches,
+    decision_from_record,
+    decision_record,
+    declare_parameter,
+    expand_changes,
+)
 from trader_strategy_lua.errors import LuaStrategyError
 from trader_strategy_lua.sandbox import Changes, OrderRow, Sandbox, Value, text
 from trader_strategy_lua.state import dump_state, load_state
@@ -32,37 +39,6 @@ DEFAULT_LIMITS = Limits(10_000_000, 64 * 1024 * 1024, 1.0)
 #: strings), where 10M instructions could take seconds; CPU time rather than wall time, so a
 #: loaded machine that preempts an honest strategy does not trip it.
 DEFAULT_CPU_SECONDS = 0.025
-_BOOL_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
-
-
-@dataclass(frozen=True, eq=False)
-class DecisionBatch:
-    """The decisions on a run of candles, in compact form.
-
-    ``time[i]`` is the candle of row ``i``; ``target[i]`` its target position (NaN when the row
-    holds or gives orders); ``orders`` maps a row to its explicit orders.
-    """
-
-    assignment: str
-    time: npt.NDArray[np.int64]
-    target: npt.NDArray[np.float64]
-    orders: Mapping[int, tuple[OrderIntent, ...]] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.time)
-
-    def decision(self, row: int) -> Decision:
-        """Row ``row`` as a :class:`~trader.model.Decision`."""
-        target = float(self.target[row])
-        return Decision(
-            self.assignment,
-            int(self.time[row]),
-            None if math.isnan(target) else target,
-            self.orders.get(row, ()),
-        )
-
-    def __iter__(self) -> Iterator[Decision]:
-        return (self.decision(row) for row in range(len(self)))
 
 
 class LuaStrategyRuntime(StrategyRuntime):
@@ -128,7 +104,9 @@ class LuaStrategyRuntime(StrategyRuntime):
         try:
             sandbox.load(source)
             declared = _parameters(sandbox)
-            bound = bind_parameters(declared, params, filename)
+            bound, problems = bind_parameters(declared, params)
+            if problems:
+                raise LuaStrategyError("; ".join(problems), filename=filename)
             sandbox.set_params(bound)
             sandbox.init()
         except BaseException:
@@ -276,7 +254,7 @@ class LuaStrategy(StrategyInstance):
                 raise
             parts.append(_expand(assignment, chunk.time[warm:], changes, warm))
             start = stop
-        batch = _concat(assignment, parts)
+        batch = concat_batches(assignment, parts)
         if len(batch):
             self._last_time = int(batch.time[-1])
             self._last = batch.decision(len(batch) - 1)
@@ -294,22 +272,13 @@ class LuaStrategy(StrategyInstance):
     def snapshot(self) -> bytes:
         """``ctx.state``, the bound parameters and the last decision, as msgpack bytes."""
         self._sandbox.check_usable()
-        last = None
-        if self._last is not None:
-            last = [
-                self._last.target,
-                [
-                    [o.side.value, o.type.value, o.amount, o.price, o.stop_price, o.tag]
-                    for o in self._last.orders
-                ],
-            ]
         document = {
             "format": SNAPSHOT_FORMAT,
             "language": "lua",
             "params": self._params,
             "state": dump_state(self._sandbox, self._sandbox.state()),
             "last_time": self._last_time,
-            "last": last,
+            "last": decision_record(self._last),
         }
         packed: bytes = msgpack.packb(document, use_bin_type=True)
         return packed
@@ -348,16 +317,7 @@ class LuaStrategy(StrategyInstance):
             ) from None
         self._sandbox.set_state(table)
         self._last_time = document.get("last_time")
-        self._last = None
-        last = document.get("last")
-        if self._last_time is not None and last is not None:
-            target, orders = last
-            self._last = Decision(
-                "",
-                self._last_time,
-                target,
-                tuple(OrderIntent(o[0], o[1], o[2], o[3], o[4], o[5]) for o in orders),
-            )
+        self._last = decision_from_record(self._last_time, document.get("last"))
         self._window_loaded = False
 
     def close(self) -> None:
@@ -371,107 +331,18 @@ class LuaStrategy(StrategyInstance):
 def _parameters(sandbox: Sandbox) -> list[Parameter]:
     raw, problems = sandbox.declarations()
     found: list[Parameter] = []
-    for name_b, raw_default, low, high, step, description in raw:
-        name = text(name_b)
-        where = f"params.{name}"
-        if raw_default is None:
-            problems.append(f"{where} has no default")
-            continue
-        default: float | int | str | bool = (
-            text(raw_default) if isinstance(raw_default, bytes) else raw_default
+    for entry in raw:
+        name, default, low, high, step, description = (
+            text(v) if isinstance(v, bytes) else v for v in entry
         )
-        numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
-        bounds: list[float | None] = []
-        for label, value in (("min", low), ("max", high), ("step", step)):
-            if value is not None and (not numeric or not isinstance(value, (int, float))):
-                problems.append(f"{where}.{label} must be a number on a numeric parameter")
-                value = None
-            bounds.append(value if isinstance(value, (int, float)) else None)
-        minimum, maximum, step_value = bounds
-        if numeric and isinstance(default, (int, float)):
-            if minimum is not None and default < minimum:
-                problems.append(f"{where}: default {default} is below min {minimum}")
-            if maximum is not None and default > maximum:
-                problems.append(f"{where}: default {default} is above max {maximum}")
-            if step_value is not None and step_value <= 0:
-                problems.append(f"{where}.step must be above zero")
-        if description is not None and not isinstance(description, bytes):
-            problems.append(f"{where}.description must be a string")
-        found.append(
-            Parameter(
-                name,
-                default,
-                minimum,
-                maximum,
-                step_value,
-                text(description) if isinstance(description, bytes) else "",
-            )
-        )
+        parameter = declare_parameter(str(name), default, low, high, step, description, problems)
+        if parameter is not None:
+            found.append(parameter)
     if problems:
         raise LuaStrategyError(
             "invalid params declaration: " + "; ".join(problems), filename=sandbox.filename
         )
     return sorted(found, key=lambda p: p.name)
-
-
-def bind_parameters(
-    declared: list[Parameter], given: Mapping[str, Any], filename: str
-) -> dict[str, Value | str]:
-    """The value of every declared parameter: ``given`` (coerced to the default's type, checked
-    against min and max) or the default. Unknown names are refused."""
-    by_name = {p.name: p for p in declared}
-    problems: list[str] = []
-    for name in given:
-        if name not in by_name:
-            known = ", ".join(sorted(by_name)) or "none"
-            problems.append(f"unknown parameter {name!r} (declared: {known})")
-    bound: dict[str, Value | str] = {}
-    for p in declared:
-        if p.name not in given:
-            bound[p.name] = p.default
-            continue
-        try:
-            value = _coerce(p, given[p.name])
-        except ValueError as error:
-            problems.append(f"parameter {p.name}: {error}")
-            continue
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if p.minimum is not None and value < p.minimum:
-                problems.append(f"parameter {p.name} = {value} is below its min {p.minimum}")
-            if p.maximum is not None and value > p.maximum:
-                problems.append(f"parameter {p.name} = {value} is above its max {p.maximum}")
-        bound[p.name] = value
-    if problems:
-        raise LuaStrategyError("; ".join(problems), filename=filename)
-    return bound
-
-
-def _coerce(p: Parameter, value: Any) -> Value | str:
-    default = p.default
-    if isinstance(default, bool):
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
-            return _BOOL_WORDS[value.strip().lower()]
-        raise ValueError(f"{value!r} is not true or false")
-    if isinstance(default, str):
-        if isinstance(value, str):
-            return value
-        raise ValueError(f"{value!r} is not a string")
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ValueError(f"{value!r} is not a number")
-    try:
-        number = float(value) if isinstance(value, str) else value
-    except ValueError:
-        raise ValueError(f"{value!r} is not a number") from None
-    if not math.isfinite(number):
-        raise ValueError(f"{value!r} is not a finite number")
-    whole = isinstance(default, int) and (p.step is None or float(p.step).is_integer())
-    if whole:
-        if not float(number).is_integer():
-            raise ValueError(f"{value!r} is not a whole number")
-        return int(number)
-    return float(number)
 
 
 # decisions ----------------------------------------------------------------------------------
@@ -480,45 +351,21 @@ def _coerce(p: Parameter, value: Any) -> Value | str:
 def _expand(
     assignment: str, times: npt.NDArray[np.int64], changes: Changes, warm: int
 ) -> DecisionBatch:
-    """Turn the change points of one Lua batch into one target per row and the orders."""
-    size = len(times)
-    target = np.full(size, np.nan)
-    if changes.rows:
-        starts = np.asarray(changes.rows, dtype=np.int64) - 1 - warm
-        kinds = np.asarray(changes.kinds, dtype=np.int64)
-        values = np.where(kinds == 1, np.asarray(changes.values, dtype=np.float64), np.nan)
-        counts = np.diff(np.append(starts, size))
-        target[starts[0] :] = np.repeat(values, counts)
+    """Turn the change points of one Lua batch (rows counted from 1) into a batch."""
     orders: dict[int, list[OrderIntent]] = {}
     for row in changes.orders:
         orders.setdefault(row[0] - 1 - warm, []).append(_intent(row))
-    return DecisionBatch(
+    return expand_changes(
         assignment,
-        np.asarray(times, dtype=np.int64),
-        target,
+        times,
+        changes.rows,
+        changes.kinds,
+        changes.values,
         {row: tuple(items) for row, items in orders.items()},
+        offset=1 + warm,
     )
 
 
 def _intent(row: OrderRow) -> OrderIntent:
     _, side, kind, amount, price, stop, tag = row
     return OrderIntent(text(side), text(kind), amount, price, stop, text(tag))  # type: ignore[arg-type]
-
-
-def _concat(assignment: str, parts: list[DecisionBatch]) -> DecisionBatch:
-    if len(parts) == 1:
-        return parts[0]
-    if not parts:
-        return DecisionBatch(assignment, np.empty(0, np.int64), np.empty(0))
-    orders: dict[int, tuple[OrderIntent, ...]] = {}
-    offset = 0
-    for part in parts:
-        for row, items in part.orders.items():
-            orders[row + offset] = items
-        offset += len(part)
-    return DecisionBatch(
-        assignment,
-        np.concatenate([p.time for p in parts]),
-        np.concatenate([p.target for p in parts]),
-        orders,
-    )

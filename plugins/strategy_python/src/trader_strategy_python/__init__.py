@@ -1,11 +1,11 @@
 """Python strategies for trader: the ``python`` strategy runtime, with the Lua runtime's API."""
 
+from trader.interfaces import DecisionBatch
 from trader_strategy_python import ta
 from trader_strategy_python.errors import PythonStrategyError
 from trader_strategy_python.runtime import (
     Candles,
     Context,
-    DecisionBatch,
     PythonStrategy,
     PythonStrategyRuntime,
 )

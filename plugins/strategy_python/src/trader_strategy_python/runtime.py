@@ -12,8 +12,8 @@ from __future__ import annotations
 import builtins
 import linecache
 import math
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import msgpack
@@ -21,8 +21,14 @@ import numpy as np
 import numpy.typing as npt
 
 from trader.errors import DataError
-from trader.interfaces import Limits, Parameter, StrategyInstance, StrategyRuntime
+from trader.interfaces import DecisionBatch, Limits, Parameter, StrategyInstance, StrategyRuntime
 from trader.model import CandleArrays, Decision, OrderIntent
+from trader.strategy_support import (
+    concat_batches,
+    decision_from_record,
+    decision_record,
+    expand_changes,
+)
 from trader_strategy_python import ta
 from trader_strategy_python.errors import PythonStrategyError
 from trader_strategy_python.params import Params, Value, bind_parameters, declared_parameters
@@ -40,37 +46,6 @@ DEFAULT_LIMITS = Limits(None, 256 * 1024 * 1024, 1.0)
 DEFAULT_CPU_SECONDS = 0.25
 _COLUMNS = ("time", "open", "high", "low", "close", "volume")
 _NUMBER = (int, float, np.integer, np.floating)
-
-
-@dataclass(frozen=True, eq=False)
-class DecisionBatch:
-    """The decisions on a run of candles, in compact form (the Lua runtime's shape; both should
-    move to ``trader.model``).
-
-    ``time[i]`` is the candle of row ``i``; ``target[i]`` its target position (NaN when the row
-    holds or gives orders); ``orders`` maps a row to its explicit orders.
-    """
-
-    assignment: str
-    time: npt.NDArray[np.int64]
-    target: npt.NDArray[np.float64]
-    orders: Mapping[int, tuple[OrderIntent, ...]] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.time)
-
-    def decision(self, row: int) -> Decision:
-        """Row ``row`` as a :class:`~trader.model.Decision`."""
-        target = float(self.target[row])
-        return Decision(
-            self.assignment,
-            int(self.time[row]),
-            None if math.isnan(target) else target,
-            self.orders.get(row, ()),
-        )
-
-    def __iter__(self) -> Iterator[Decision]:
-        return (self.decision(row) for row in range(len(self)))
 
 
 class Candles:
@@ -454,7 +429,7 @@ class PythonStrategy(StrategyInstance):
             warm = max(0, min(warmup, stop) - start)
             parts.append(self._batch(assignment, candles.slice(start, stop), warm, on_candle))
             start = stop
-        batch = _concat(assignment, parts)
+        batch = concat_batches(assignment, parts)
         if len(batch):
             self._last_time = int(batch.time[-1])
             self._last = batch.decision(len(batch) - 1)
@@ -508,7 +483,7 @@ class PythonStrategy(StrategyInstance):
             self._last_time, self._last = int(columns[0][i]), None
             raise self._failure(error) from None
         self._window.replace(columns)
-        return _expand(assignment, chunk.time[warm:], rows, kinds, values, orders)
+        return expand_changes(assignment, chunk.time[warm:], rows, kinds, values, orders)
 
     def _slow(self, r: object) -> tuple[int, float, tuple[OrderIntent, ...]]:
         """The uncommon results: NumPy numbers, orders, or something that is no decision."""
@@ -587,22 +562,13 @@ class PythonStrategy(StrategyInstance):
                 f"ctx.state is a {type(state).__name__}; it must stay a dict",
                 filename=self.filename,
             )
-        last = None
-        if self._last is not None:
-            last = [
-                self._last.target,
-                [
-                    [o.side.value, o.type.value, o.amount, o.price, o.stop_price, o.tag]
-                    for o in self._last.orders
-                ],
-            ]
         document = {
             "format": SNAPSHOT_FORMAT,
             "language": "python",
             "params": self._params,
             "state": dump_state(state, self.filename),
             "last_time": self._last_time,
-            "last": last,
+            "last": decision_record(self._last),
         }
         packed: bytes = msgpack.packb(document, use_bin_type=True)
         return packed
@@ -639,16 +605,7 @@ class PythonStrategy(StrategyInstance):
             raise PythonStrategyError("the snapshot's state is not a dict", filename=self.filename)
         self._ctx.state = restored
         self._last_time = document.get("last_time")
-        self._last = None
-        last = document.get("last")
-        if self._last_time is not None and last is not None:
-            target, orders = last
-            self._last = Decision(
-                "",
-                self._last_time,
-                target,
-                tuple(OrderIntent(o[0], o[1], o[2], o[3], o[4], o[5]) for o in orders),
-            )
+        self._last = decision_from_record(self._last_time, document.get("last"))
         self._window.n = 0
         self._window_loaded = False
 
@@ -701,42 +658,3 @@ class _Window:
             n = keep
         bt[n], bo[n], bh[n], bl[n], bc[n], bv[n] = time, open_, high, low, close, volume
         self.n = self.view.n = n + 1
-
-
-def _expand(
-    assignment: str,
-    times: npt.NDArray[np.int64],
-    rows: list[int],
-    kinds: list[int],
-    values: list[float],
-    orders: dict[int, tuple[OrderIntent, ...]],
-) -> DecisionBatch:
-    """Turn the change points of one batch into one target per row."""
-    size = len(times)
-    target = np.full(size, np.nan)
-    if rows:
-        starts = np.asarray(rows, dtype=np.int64)
-        kind = np.asarray(kinds, dtype=np.int64)
-        value = np.where(kind == 1, np.asarray(values, dtype=np.float64), np.nan)
-        counts = np.diff(np.append(starts, size))
-        target[starts[0] :] = np.repeat(value, counts)
-    return DecisionBatch(assignment, np.asarray(times, dtype=np.int64), target, orders)
-
-
-def _concat(assignment: str, parts: list[DecisionBatch]) -> DecisionBatch:
-    if len(parts) == 1:
-        return parts[0]
-    if not parts:
-        return DecisionBatch(assignment, np.empty(0, np.int64), np.empty(0))
-    orders: dict[int, tuple[OrderIntent, ...]] = {}
-    offset = 0
-    for part in parts:
-        for row, items in part.orders.items():
-            orders[row + offset] = items
-        offset += len(part)
-    return DecisionBatch(
-        assignment,
-        np.concatenate([p.time for p in parts]),
-        np.concatenate([p.target for p in parts]),
-        orders,
-    )

@@ -39,11 +39,10 @@ import msgpack
 import numpy as np
 
 from trader.errors import DataError
-from trader.interfaces import Limits, Parameter, StrategyInstance
+from trader.interfaces import DecisionBatch, Limits, Parameter, StrategyInstance
 from trader.model import CandleArrays, Decision, OrderIntent
 from trader_strategy_python.errors import LimitKind, PythonStrategyError
 from trader_strategy_python.runtime import (
-    DecisionBatch,
     PythonStrategy,
     PythonStrategyRuntime,
     load_module,
