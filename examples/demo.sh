@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on embedded defaults (no trader.toml): generate a candle set, import it into the
-# default SQLite candle store, build hourly candles from it, and list what is stored.
+# default SQLite candle store, build hourly candles from it, list what is stored, and backtest
+# the example strategy in both languages (the two runs give the same trades and equity).
 # Data lives in ./.demo (override with TRADER_HOME). Run through `make demo`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,3 +20,6 @@ echo "== building 1h candles"
 "$trader" data resample --exchange demo --symbol BTC/USD --from 1m --to 1h
 echo "== stored candles"
 "$trader" data list
+echo "== backtesting the example SMA crossover, in Lua and in Python, on the hourly candles"
+"$trader" backtest examples/strategies/sma_cross.lua --exchange demo --symbol BTC/USD --timeframe 1h
+"$trader" backtest examples/strategies/sma_cross.py --exchange demo --symbol BTC/USD --timeframe 1h
