@@ -27,12 +27,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -49,6 +50,14 @@ __all__ = ["Broker", "BrokerStats", "main"]
 log = logging.getLogger(__name__)
 
 _MAX_DRAIN = 2000
+#: Seconds the loop keeps polling without blocking after it last handled a message. In
+#: lockstep traffic the next message (a worker's reply, a client's next call) usually comes
+#: within this window, and catching it by polling skips waking a thread that slept on an idle
+#: core (tens of microseconds on a VM). Each empty poll yields the core, so peers on it run
+#: first; an idle broker stops polling after this window and blocks as before.
+_BUSY_POLL = 0.0002
+#: Give up the core to other runnable threads (a no-op where the OS has no sched_yield).
+_sched_yield: Callable[[], None] = getattr(os, "sched_yield", lambda: None)
 
 
 @dataclass
@@ -241,6 +250,9 @@ class Broker:
 
         The loop sleeps until a message arrives or the next timer is due (a worker's expiry, a
         heartbeat owed to an idle worker, a queued request's deadline), not on a fixed tick.
+        Run in a process's main thread, for a short while after each message it polls without
+        blocking (yielding the core between polls), so the next message of a call is caught
+        without a cold wake-up.
         """
         self.bind()
         socket = self._socket
@@ -253,14 +265,31 @@ class Broker:
         has_input = mdp.has_input
         handle = self._handle
         monotonic = time.monotonic
+        sched_yield = _sched_yield
         self._next_tick = monotonic()
         self._running = True
+        # Only a broker that has its process to itself polls: in a thread it would contend for
+        # the GIL with the application it shares the process with.
+        busy_poll = _BUSY_POLL if threading.current_thread() is threading.main_thread() else 0.0
+        spin_until = 0.0
         try:
             while not self._stopping:
-                wait_ms = max(0, int((self._next_tick - monotonic()) * 1000) + 1)
-                ready = dict(poller.poll(wait_ms))
+                now = monotonic()
+                if now < spin_until:
+                    events = poller.poll(0)
+                    if not events:
+                        sched_yield()  # let a peer on this core run meanwhile
+                        if now >= self._next_tick:
+                            self._now = now
+                            self._tick(now)
+                        continue
+                else:
+                    wait_ms = max(0, int((self._next_tick - now) * 1000) + 1)
+                    events = poller.poll(wait_ms)
+                ready = dict(events)
                 if socket in ready:
                     now = self._now = monotonic()
+                    spin_until = now + busy_poll
                     # Ask whether more is waiting rather than receive until zmq.Again: raising
                     # and catching pyzmq's error costs twice as much, once per wake-up.
                     for _ in range(_MAX_DRAIN):
