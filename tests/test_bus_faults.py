@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import heapq
 import os
-import queue
 import random
 import signal
 import subprocess
@@ -30,6 +29,7 @@ import zmq
 from trader.bus.broker import Broker
 from trader.bus.client import Client
 from trader.bus.transport import Security, bound_endpoint
+from trader_sdk.testing.processes import ProcessGroup
 
 T = TypeVar("T")
 PLAINTEXT = Security(plaintext_tcp=True)
@@ -116,53 +116,6 @@ async def eventually(condition: Callable[[], bool], timeout: float = 20.0) -> No
         await asyncio.sleep(0.01)
 
 
-class Processes:
-    """Start Python processes, collect their stdout lines, and kill them all at the end."""
-
-    def __init__(self, module_dir: Path) -> None:
-        self.module_dir = module_dir
-        self.started: list[subprocess.Popen[str]] = []
-        self.lines: queue.Queue[tuple[int, str]] = queue.Queue()
-
-    def start(self, *arguments: str) -> subprocess.Popen[str]:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(self.module_dir), *sys.path])}
-        process = subprocess.Popen(
-            [sys.executable, *arguments], stdout=subprocess.PIPE, text=True, env=env
-        )
-        self.started.append(process)
-        threading.Thread(target=self._read, args=(process,), daemon=True).start()
-        return process
-
-    def _read(self, process: subprocess.Popen[str]) -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            self.lines.put((process.pid, line.strip()))
-
-    async def line(self, prefix: str, timeout: float = 20.0) -> tuple[int, str]:
-        """Wait for the next stdout line starting with ``prefix``; return (pid, line)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise AssertionError(f"no line starting with {prefix!r} within {timeout} s")
-            try:
-                pid, text = await loop.run_in_executor(None, self.lines.get, True, remaining)
-            except queue.Empty:
-                continue
-            if text.startswith(prefix):
-                return pid, text
-
-    def stop_all(self) -> None:
-        for process in self.started:
-            if process.poll() is None:
-                process.kill()
-        for process in self.started:
-            process.wait(10)
-            if process.stdout is not None:
-                process.stdout.close()
-
-
 @pytest.fixture
 def workspace(tmp_path: Path) -> Path:
     (tmp_path / "faultsvc.py").write_text(textwrap.dedent(SERVICE_MODULE))
@@ -171,8 +124,8 @@ def workspace(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def processes(workspace: Path) -> Iterator[Processes]:
-    started = Processes(workspace)
+def processes(workspace: Path) -> Iterator[ProcessGroup]:
+    started = ProcessGroup(workspace)
     try:
         yield started
     finally:
@@ -204,7 +157,7 @@ def broker() -> Iterator[Broker]:
 
 
 def start_worker(
-    processes: Processes, workspace: Path, endpoint: str, liveness: int = 3
+    processes: ProcessGroup, workspace: Path, endpoint: str, liveness: int = 3
 ) -> subprocess.Popen[str]:
     return processes.start(
         "-c",
@@ -223,7 +176,7 @@ def side_effects(workspace: Path) -> list[str]:
 
 
 def test_worker_killed_mid_request_another_answers_once(
-    broker: Broker, processes: Processes, workspace: Path, service_types: Any
+    broker: Broker, processes: ProcessGroup, workspace: Path, service_types: Any
 ) -> None:
     first = start_worker(processes, workspace, broker.endpoint)
     second = start_worker(processes, workspace, broker.endpoint)
@@ -237,7 +190,7 @@ def test_worker_killed_mid_request_another_answers_once(
             call = asyncio.create_task(
                 client.call("test.faults.effects", service_types.Work("k1", hang_first=True))
             )
-            hung_pid, _ = await processes.line("hanging k1")
+            hung_pid, _ = await processes.line_from("hanging k1")
             os.kill(hung_pid, signal.SIGKILL)
             reply = await call
             return reply, hung_pid
@@ -322,7 +275,7 @@ class LossyProxy:
 
 
 def test_lossy_link_every_call_completes_and_each_side_effect_happens_once(
-    processes: Processes, workspace: Path, service_types: Any
+    processes: ProcessGroup, workspace: Path, service_types: Any
 ) -> None:
     calls = 200
     # Broker and workers give up on each other after `liveness` silent intervals. At 3, three
@@ -365,7 +318,7 @@ def test_lossy_link_every_call_completes_and_each_side_effect_happens_once(
 
 
 def test_handlers_slower_than_the_retry_interval_run_once_with_two_workers(
-    broker: Broker, processes: Processes, workspace: Path, service_types: Any
+    broker: Broker, processes: ProcessGroup, workspace: Path, service_types: Any
 ) -> None:
     for _ in range(2):
         start_worker(processes, workspace, broker.endpoint)
@@ -388,7 +341,7 @@ def test_handlers_slower_than_the_retry_interval_run_once_with_two_workers(
 
 
 def test_broker_restart_workers_and_clients_reconnect_and_carry_on(
-    processes: Processes, workspace: Path, service_types: Any
+    processes: ProcessGroup, workspace: Path, service_types: Any
 ) -> None:
     broker_command = (
         "-m",
@@ -400,7 +353,7 @@ def test_broker_restart_workers_and_clients_reconnect_and_carry_on(
 
     async def scenario() -> list[Any]:
         first = processes.start(*broker_command, "tcp://127.0.0.1:0")
-        _, endpoint = await processes.line("tcp://")
+        _, endpoint = await processes.line_from("tcp://")
         start_worker(processes, workspace, endpoint)
         replies = []
         async with Client(endpoint, security=PLAINTEXT, retry_interval=0.3, timeout=30.0) as client:
@@ -410,7 +363,7 @@ def test_broker_restart_workers_and_clients_reconnect_and_carry_on(
             first.kill()
             first.wait(10)
             processes.start(*broker_command, endpoint)  # same address
-            await processes.line("tcp://")
+            await processes.line_from("tcp://")
             for n in range(5):
                 replies.append(await client.call(SERVICE, service_types.Work(f"b{n}")))
         return replies

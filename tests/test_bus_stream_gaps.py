@@ -12,12 +12,7 @@ killed in ``finally``.
 from __future__ import annotations
 
 import asyncio
-import os
-import queue
-import subprocess
-import sys
 import textwrap
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +23,7 @@ from trader.bus.client import Client
 from trader.bus.replay import REPLAY_SERVICE, BusReplaySource
 from trader.bus.streams import Snapshot, StreamMessage, Subscriber
 from trader.bus.transport import Security
+from trader_sdk.testing.processes import ProcessGroup
 
 PLAINTEXT = Security(plaintext_tcp=True)
 HEARTBEAT = 0.2
@@ -116,62 +112,10 @@ asyncio.run(main())
 '''
 
 
-class Processes:
-    """Start Python processes, collect their stdout lines, kill them all at the end."""
-
-    def __init__(self, module_dir: Path) -> None:
-        self.module_dir = module_dir
-        self.started: list[subprocess.Popen[str]] = []
-        self.lines: queue.Queue[tuple[int, str]] = queue.Queue()
-
-    def start(self, *arguments: str) -> subprocess.Popen[str]:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(self.module_dir), *sys.path])}
-        process = subprocess.Popen(
-            [sys.executable, *arguments],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        self.started.append(process)
-        threading.Thread(target=self._read, args=(process,), daemon=True).start()
-        return process
-
-    def _read(self, process: subprocess.Popen[str]) -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            self.lines.put((process.pid, line.strip()))
-
-    async def line(self, prefix: str, timeout: float = 20.0) -> str:
-        """Wait for the next stdout line starting with ``prefix`` (other lines are skipped)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise AssertionError(f"no line starting with {prefix!r} within {timeout} s")
-            try:
-                _, text = await loop.run_in_executor(None, self.lines.get, True, remaining)
-            except queue.Empty:
-                continue
-            if text.startswith(prefix):
-                return text
-
-    def stop_all(self) -> None:
-        for process in self.started:
-            if process.poll() is None:
-                process.kill()
-        for process in self.started:
-            process.wait(10)
-            for pipe in (process.stdin, process.stdout):
-                if pipe is not None:
-                    pipe.close()
-
-
 @pytest.fixture
-def processes(tmp_path: Path) -> Iterator[Processes]:
+def processes(tmp_path: Path) -> Iterator[ProcessGroup]:
     (tmp_path / "gappublisher.py").write_text(textwrap.dedent(PUBLISHER_MODULE))
-    started = Processes(tmp_path)
+    started = ProcessGroup(tmp_path)
     try:
         yield started
     finally:
@@ -179,7 +123,7 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
 
 
 def test_subscriber_gaps_are_replayed_over_the_bus_with_no_loss_and_no_duplicates(
-    processes: Processes,
+    processes: ProcessGroup,
 ) -> None:
     async def scenario() -> tuple[list[StreamMessage], Subscriber, BusReplaySource, str]:
         processes.start(

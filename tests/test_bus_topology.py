@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import queue
 import socket
-import subprocess
 import sys
 import textwrap
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +24,7 @@ import pytest
 from trader.bus.security import generate_keypair
 from trader.bus.topology import BusSettings
 from trader.config import load_config
+from trader_sdk.testing.processes import ProcessGroup
 
 TEXTS = [f"hello {n}" for n in range(20)]
 
@@ -163,56 +161,6 @@ def free_port_triple() -> int:
     raise AssertionError("no three consecutive free ports")
 
 
-class Processes:
-    """Start processes, collect their stdout lines, kill them all at the end."""
-
-    def __init__(self, module_dir: Path) -> None:
-        self.module_dir = module_dir
-        self.started: list[subprocess.Popen[str]] = []
-        self.lines: queue.Queue[tuple[int, str]] = queue.Queue()
-
-    def start(self, *arguments: str) -> subprocess.Popen[str]:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(self.module_dir), *sys.path])}
-        process = subprocess.Popen(
-            [sys.executable, *arguments], stdout=subprocess.PIPE, text=True, env=env
-        )
-        self.started.append(process)
-        threading.Thread(target=self._read, args=(process,), daemon=True).start()
-        return process
-
-    def _read(self, process: subprocess.Popen[str]) -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            self.lines.put((process.pid, line.strip()))
-
-    async def line(self, prefix: str, timeout: float = 20.0) -> str:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise AssertionError(f"no line starting with {prefix!r} within {timeout} s")
-            try:
-                _, text = await loop.run_in_executor(None, self.lines.get, True, remaining)
-            except queue.Empty:
-                continue
-            if text.startswith(prefix):
-                return text
-
-    def stop_all(self) -> None:
-        for process in self.started:
-            if process.poll() is None:
-                process.terminate()
-        for process in self.started:
-            try:
-                process.wait(5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
-            if process.stdout is not None:
-                process.stdout.close()
-
-
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[Any]:
     (tmp_path / "topoapp.py").write_text(textwrap.dedent(APP_MODULE))
@@ -227,8 +175,8 @@ def app(tmp_path: Path) -> Iterator[Any]:
 
 
 @pytest.fixture
-def processes(tmp_path: Path) -> Iterator[Processes]:
-    started = Processes(tmp_path)
+def processes(tmp_path: Path) -> Iterator[ProcessGroup]:
+    started = ProcessGroup(tmp_path)
     try:
         yield started
     finally:
@@ -262,7 +210,7 @@ def test_one_process_inproc(tmp_path: Path, app: Any) -> None:
     check(replies, messages, {os.getpid()})
 
 
-def run_across_processes(config: Path, app: Any, processes: Processes, security: str) -> None:
+def run_across_processes(config: Path, app: Any, processes: ProcessGroup, security: str) -> None:
     settings = BusSettings.from_config(load_config(config))
 
     async def scenario() -> tuple[list[Any], list[Any], int]:
@@ -280,12 +228,12 @@ def run_across_processes(config: Path, app: Any, processes: Processes, security:
     check(replies, messages, {service_pid})
 
 
-def test_several_processes_ipc(tmp_path: Path, app: Any, processes: Processes) -> None:
+def test_several_processes_ipc(tmp_path: Path, app: Any, processes: ProcessGroup) -> None:
     config = write_config(tmp_path, '[cluster]\ntransport = "ipc"\n')  # broker in DATA_DIR
     run_across_processes(config, app, processes, security="")
 
 
-def test_several_hosts_tcp_with_curve(tmp_path: Path, app: Any, processes: Processes) -> None:
+def test_several_hosts_tcp_with_curve(tmp_path: Path, app: Any, processes: ProcessGroup) -> None:
     generate_keypair("broker", tmp_path / "keys")
     generate_keypair("trader", tmp_path / "keys")
     config = write_config(
