@@ -14,7 +14,9 @@ import click
 
 from trader.candles import resample as resample_in_python
 from trader.candles import whole_candles
+from trader.cli.download_cmd import download_command
 from trader.cli.main import load_cli_config
+from trader.cli.migrate_cmd import migrate_command
 from trader.cli.progress import ProgressReporter
 from trader.errors import DataError, TraderError
 from trader.interfaces import WriteResult
@@ -464,10 +466,5 @@ def generate_command(
     click.echo(f"wrote {count:,} {timeframe} candles to {output}", err=True)
 
 
-from trader.cli.migrate_cmd import migrate_command  # noqa: E402 - added after the group exists
-
 data_group.add_command(migrate_command)
-
-from trader.cli.download_cmd import download_command  # noqa: E402 - added after the group exists
-
 data_group.add_command(download_command)
