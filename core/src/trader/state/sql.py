@@ -11,13 +11,11 @@ store, so the event loop never blocks and the store's work is serialised in call
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import time as _time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -39,7 +37,7 @@ from sqlalchemy.dialects import postgresql as _postgresql
 from sqlalchemy.dialects import sqlite as _sqlite
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError, StatementError
 
-from trader.errors import StorageError, TraderError
+from trader.errors import StorageError
 from trader.interfaces.state_store import (
     Assignment,
     Evaluation,
@@ -55,6 +53,7 @@ from trader.interfaces.state_store import (
 from trader.model import Fill, Order, OrderStatus
 from trader.state import migrations, schema
 from trader.state.secrets import SecretBox, new_salt
+from trader.stores.threads import StoreThreads
 
 T = TypeVar("T")
 
@@ -99,7 +98,14 @@ class SqlStateStore(StateStore):
         self._engine_options = dict(engine_options or {})
         self.label = label or f"state store {_safe_url(url)}"
         self._engine: Engine | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._threads = StoreThreads(
+            self.label,
+            thread_name="trader-state",
+            driver_errors=(SQLAlchemyError, OSError, ValueError, TypeError),
+            describe=lambda what, error: StorageError(
+                f"{self.label}: {what} failed: {_describe(error)}"
+            ),
+        )
         self._box: SecretBox | None = None
         self._salt: bytes | None = None
 
@@ -122,30 +128,19 @@ class SqlStateStore(StateStore):
         """
         if self._engine is not None:
             return
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trader-state")
-        loop = asyncio.get_running_loop()
+        self._threads.start()
         try:
-            engine = await loop.run_in_executor(executor, self._guarded, "open", self._open_sync)
+            self._engine = await self._threads.run("open", self._open_sync)
         except BaseException:
-            executor.shutdown(wait=False)
+            await self._threads.stop()
             raise
-        self._engine = engine
-        self._executor = executor
 
     async def close(self) -> None:
         """Close every connection and stop the worker thread. Calling it again does nothing."""
-        engine, executor = self._engine, self._executor
+        engine = self._engine
         self._engine = None
-        self._executor = None
         self._box = None
-        if executor is None:
-            return
-        try:
-            if engine is not None:
-                loop = asyncio.get_running_loop()
-                await loop.run_in_executor(executor, engine.dispose)
-        finally:
-            executor.shutdown(wait=True)
+        await self._threads.stop(None if engine is None else engine.dispose, wait=True)
 
     def _create_engine(self) -> Engine:
         """Build the engine. Subclasses override this to add dialect settings and event hooks.
@@ -199,19 +194,9 @@ class SqlStateStore(StateStore):
             yield connection
 
     async def _call(self, operation: str, function: Callable[..., T], *args: Any) -> T:
-        executor = self._executor
-        if executor is None or self._engine is None:
+        if self._engine is None:
             raise StorageError(f"{self.label} is not open: call open() before {operation}")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(executor, self._guarded, operation, function, *args)
-
-    def _guarded(self, operation: str, function: Callable[..., T], *args: Any) -> T:
-        try:
-            return function(*args)
-        except TraderError:
-            raise
-        except (SQLAlchemyError, OSError, ValueError, TypeError) as exc:
-            raise StorageError(f"{self.label}: {operation} failed: {_describe(exc)}") from exc
+        return await self._threads.run(operation, lambda: function(*args))
 
     def _secret_box(self) -> SecretBox | None:
         if self._secret_key is None:

@@ -17,11 +17,8 @@ the file's revision is not :data:`HEAD_REVISION`.
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
-import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final, Literal, TypeVar
@@ -42,10 +39,11 @@ from trader.candles import (
     slot_index,
     whole_candles,
 )
-from trader.errors import ModelError, StorageError, TraderError
+from trader.errors import ModelError, StorageError
 from trader.interfaces import CandleStore, Gap, PluginContext, SeriesInfo, WriteResult
 from trader.model import MAX_TIME_MS, Candle, CandleArrays, SeriesKey, Timeframe
 from trader.model.candle import IntArray
+from trader.stores.threads import StoreThreads
 
 __all__ = [
     "BLOCK_SLOTS",
@@ -136,9 +134,15 @@ class SqliteCandleStore(CandleStore):
             self.path = context.data_dir / "candles.sqlite"
         else:
             self.path = context.resolve_path(options.path)
-        self._state_lock = threading.Lock()
-        self._executor: ThreadPoolExecutor | None = None
-        # Everything below is touched only on the executor's thread.
+        self._threads = StoreThreads(
+            self._name,
+            thread_name="sqlite-candles",
+            driver_errors=(SQLAlchemyError, sqlite3.Error, OSError),
+            describe=lambda what, error: StorageError(
+                f"{self._name}: {what} failed: {_reason(error)}"
+            ),
+        )
+        # Everything below is touched only on the store's thread.
         self._engine: Engine | None = None
         self._connection: Connection | None = None
         self._begin_statement = "BEGIN"
@@ -163,11 +167,7 @@ class SqliteCandleStore(CandleStore):
         Raises :class:`~trader.errors.StorageError` when the file cannot be opened, is not an
         SQLite database, or carries a schema newer than this version of trader knows.
         """
-        with self._state_lock:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(
-                    max_workers=1, thread_name_prefix="sqlite-candles"
-                )
+        self._threads.start()
         try:
             await self._call("open", None, self._open_sync)
         except BaseException:
@@ -176,14 +176,7 @@ class SqliteCandleStore(CandleStore):
 
     async def close(self) -> None:
         """Close the connection and stop the store's thread; harmless when already closed."""
-        with self._state_lock:
-            executor, self._executor = self._executor, None
-        if executor is None:
-            return
-        try:
-            await asyncio.get_running_loop().run_in_executor(executor, self._close_sync)
-        finally:
-            executor.shutdown(wait=False)
+        await self._threads.stop(self._close_sync)
 
     # -- the interface --------------------------------------------------------------------------
 
@@ -259,30 +252,7 @@ class SqliteCandleStore(CandleStore):
     # -- running on the store's thread ----------------------------------------------------------
 
     async def _call(self, operation: str, series: SeriesKey | None, job: Callable[[], T]) -> T:
-        executor = self._executor
-        what = f"{operation} {series}" if series is not None else operation
-        if executor is None:
-            raise StorageError(
-                f"{self._name}: cannot {what}: the store is not open; await open() first "
-                "(or use 'async with store:')"
-            )
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(executor, self._guarded, what, job)
-        except RuntimeError as error:
-            if "shutdown" not in str(error):
-                raise
-            raise StorageError(
-                f"{self._name}: cannot {what}: the store was closed meanwhile; open it again"
-            ) from error
-
-    def _guarded(self, what: str, job: Callable[[], T]) -> T:
-        try:
-            return job()
-        except TraderError:
-            raise
-        except (SQLAlchemyError, sqlite3.Error, OSError) as error:
-            raise StorageError(f"{self._name}: {what} failed: {_reason(error)}") from error
+        return await self._threads.run(operation, job, subject=series)
 
     @contextmanager
     def _transaction(self, write: bool = False) -> Iterator[Connection]:

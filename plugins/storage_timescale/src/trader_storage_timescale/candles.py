@@ -35,11 +35,8 @@ The schema is versioned (table ``candle_store_version``) and migrated on open.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Any, Final, Literal, TypeVar
@@ -62,10 +59,11 @@ from trader.candles import (
     whole_candles,
 )
 from trader.candles import resample as reference_resample
-from trader.errors import ModelError, StorageError, TraderError
+from trader.errors import ModelError, StorageError
 from trader.interfaces import CandleStore, Gap, PluginContext, SeriesInfo, WriteResult
 from trader.model import MAX_TIME_MS, Candle, CandleArrays, SeriesKey, Timeframe
 from trader.model.candle import IntArray
+from trader.stores.threads import StoreThreads
 from trader_storage_timescale.binary import decode_columns, decode_time_column, encode_candles
 from trader_storage_timescale.connection import (
     ConnectionOptions,
@@ -190,8 +188,14 @@ class TimescaleCandleStore(CandleStore):
         self.mode: Literal["plain", "timescaledb"] = "plain"
         self._mode_reason = ""
         self._aggregates: set[Timeframe] = set()
-        self._state_lock = threading.Lock()
-        self._executor: ThreadPoolExecutor | None = None
+        self._threads = StoreThreads(
+            self.label,
+            thread_name="timescale-candles",
+            driver_errors=(SQLAlchemyError, psycopg.Error, OSError, ValueError),
+            describe=lambda what, error: storage_error(self.label, what, error, self.server),
+            workers=options.pool_size,
+            keep_cause=False,
+        )
         self._engine: Engine | None = None
         self._series: dict[SeriesKey, int] = {}
         self._partitions: set[int] = set()
@@ -208,12 +212,8 @@ class TimescaleCandleStore(CandleStore):
         Raises :class:`~trader.errors.StorageError` when the server cannot be reached within
         ``reconnect_timeout_s``, or its schema is newer than this version knows.
         """
-        with self._state_lock:
-            if self._executor is not None:
-                return
-            self._executor = ThreadPoolExecutor(
-                max_workers=self.options.pool_size, thread_name_prefix="timescale-candles"
-            )
+        if not self._threads.start():
+            return
         try:
             await self._call("open", None, self._open_sync)
         except BaseException:
@@ -222,14 +222,7 @@ class TimescaleCandleStore(CandleStore):
 
     async def close(self) -> None:
         """Close every connection and stop the worker threads; harmless when already closed."""
-        with self._state_lock:
-            executor, self._executor = self._executor, None
-        if executor is None:
-            return
-        try:
-            await asyncio.get_running_loop().run_in_executor(executor, self._close_sync)
-        finally:
-            executor.shutdown(wait=False)
+        await self._threads.stop(self._close_sync)
 
     # -- the interface --------------------------------------------------------------------------
 
@@ -302,30 +295,7 @@ class TimescaleCandleStore(CandleStore):
     # -- running on the worker threads ----------------------------------------------------------
 
     async def _call(self, operation: str, series: SeriesKey | None, job: Callable[[], T]) -> T:
-        executor = self._executor
-        what = f"{operation} {series}" if series is not None else operation
-        if executor is None:
-            raise StorageError(
-                f"{self.label}: cannot {what}: the store is not open; await open() first "
-                "(or use 'async with store:')"
-            )
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(executor, self._guarded, what, job)
-        except RuntimeError as error:
-            if "shutdown" not in str(error):
-                raise
-            raise StorageError(
-                f"{self.label}: cannot {what}: the store was closed meanwhile; open it again"
-            ) from error
-
-    def _guarded(self, what: str, job: Callable[[], T]) -> T:
-        try:
-            return job()
-        except TraderError:
-            raise
-        except (SQLAlchemyError, psycopg.Error, OSError, ValueError) as error:
-            raise storage_error(self.label, what, error, self.server) from None
+        return await self._threads.run(operation, job, subject=series)
 
     def _retry(self, job: Callable[[], T]) -> T:
         return retrying(job, timeout_s=self.options.reconnect_timeout_s, on_retry=self._retried)
