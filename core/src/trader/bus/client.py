@@ -17,7 +17,6 @@ import contextlib
 import heapq
 import logging
 import time
-from types import TracebackType
 from typing import Any, TypeVar, overload
 
 import zmq
@@ -42,6 +41,7 @@ from trader.bus.errors import (
 )
 from trader.bus.service import ServiceDispatcher, local_dispatcher
 from trader.bus.transport import Security, make_socket
+from trader.interfaces.base import Component
 
 __all__ = ["Client"]
 
@@ -84,7 +84,7 @@ class _Call:
         self.attempts = 1
 
 
-class Client:
+class Client(Component):
     """Call services through the broker at ``endpoint``.
 
     Use ``async with Client(endpoint) as client:`` (or :meth:`open`/:meth:`close`), then
@@ -176,18 +176,6 @@ class Client:
             self._pump = None
         self._outbox.clear()
         self._outbox_deadlines.clear()
-
-    async def __aenter__(self) -> Client:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # -- calls ---------------------------------------------------------------------------------
 

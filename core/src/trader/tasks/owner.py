@@ -38,15 +38,13 @@ import math
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
-from types import TracebackType
 from typing import Any, Final, TypeVar
 
 from transitions import EventData, MachineError
 from transitions.extensions.asyncio import AsyncMachine
-from typing_extensions import Self
 
 from trader.errors import StorageError, TraderError
-from trader.interfaces import StateStore, TaskRecord, TaskTransition
+from trader.interfaces import Component, StateStore, TaskRecord, TaskTransition
 from trader.scheduling import MAX_SLEEP_S, SYSTEM_CLOCK, Clock
 from trader.tasks.ids import new_task_id
 from trader.tasks.machine import TIMEOUT, GuardContext, TaskDefinition, TaskError
@@ -98,7 +96,7 @@ class _HeldTask:
         self.model = _Model(self)
 
 
-class TaskOwner:
+class TaskOwner(Component):
     """Own tasks of the given types on behalf of one service (``name`` is stored as the owner).
 
     Create tasks with :meth:`create`, move them with :meth:`fire`, and after a restart call
@@ -263,17 +261,6 @@ class TaskOwner:
             self._disarm(held)
         while self._inflight:
             await asyncio.gather(*list(self._inflight), return_exceptions=True)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # ------------------------------------------------------------------ machines
 
