@@ -6,10 +6,10 @@ BIN := $(VENV)/bin
 MEMBERS := core sdk $(wildcard plugins/*)
 # Re-run the install only when a member's packaging or a pin changes (keeps `make setup` quick).
 STAMP := $(VENV)/.installed
-STAMP_INPUTS := requirements/constraints.txt requirements/dev.txt $(foreach m,$(MEMBERS),$(m)/pyproject.toml)
+STAMP_INPUTS := requirements/constraints.txt requirements/dev.txt requirements/bench.txt $(foreach m,$(MEMBERS),$(m)/pyproject.toml)
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint typecheck pytest bench clean
+.PHONY: setup demo test lint typecheck pytest test-browser bench clean
 
 setup: $(STAMP)
 
@@ -32,8 +32,26 @@ typecheck: setup
 	$(BIN)/mypy core/src sdk/src
 	$(BIN)/mypy $(foreach p,$(wildcard plugins/*),$(p)/src)
 
-pytest: setup
+pytest: setup test-browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Debian's chromium for the HTML report's browser test (tests/test_report_chromium.py), installed
+# when missing and this user can (root or passwordless sudo, with apt-get). Never fails: without
+# a browser that test is skipped and says why.
+test-browser:
+	@for name in chromium chromium-browser google-chrome; do \
+		command -v $$name >/dev/null 2>&1 && exit 0; \
+	done; \
+	skip="the report's browser test will be skipped"; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+		echo "make: chromium is missing and there is no apt-get; $$skip"; exit 0; \
+	elif [ "$$(id -u)" = 0 ]; then sudo=""; \
+	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo="sudo -n"; \
+	else echo "make: chromium is missing and installing it needs root; $$skip"; exit 0; fi; \
+	echo "make: installing Debian's chromium for the report's browser test"; \
+	install="$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium"; \
+	$$install || { $$sudo apt-get update && $$install; } \
+		|| echo "make: chromium could not be installed; $$skip"
 
 test: lint typecheck pytest
 
