@@ -8,7 +8,7 @@ classes to subclass:
 * :class:`trader_sdk.testing.state_store.StateStoreConformance`
 * :class:`trader_sdk.testing.scheduler.SchedulerConformance`
 * :class:`trader_sdk.testing.exchange.ExchangeConformance`
+* :class:`trader_sdk.testing.strategy_runtime.StrategyRuntimeConformance`
 
-:mod:`trader_sdk.testing.postgres` starts throwaway PostgreSQL servers for store tests. The
-strategy-runtime suite arrives with the backtest engine.
+:mod:`trader_sdk.testing.postgres` starts throwaway PostgreSQL servers for store tests.
 """

@@ -19,6 +19,7 @@ pytest.register_assert_rewrite(
     "trader_sdk.testing.state_store",
     "trader_sdk.testing.scheduler",
     "trader_sdk.testing.exchange",
+    "trader_sdk.testing.strategy_runtime",
     "trader_sdk.testing.postgres",
 )
 
