@@ -8,7 +8,7 @@ from typing import ClassVar
 import pytest
 
 from trader.interfaces import Limits, StrategyRuntime
-from trader_sdk.testing.strategy_runtime import StrategyLoader, StrategyRuntimeConformance
+from trader_sdk.testing.strategy_runtime import StrategyRuntimeConformance
 from trader_strategy_lua import LuaStrategy, LuaStrategyRuntime
 from trader_strategy_lua.sandbox import luajit_module
 
@@ -232,19 +232,6 @@ class TestLuaTrustedConformance(LuaSources, StrategyRuntimeConformance):
     @pytest.fixture
     def strategy_runtime(self) -> StrategyRuntime:
         return LuaStrategyRuntime(history=40, batch_size=97)
-
-    @pytest.mark.xfail(
-        strict=True,
-        reason="LuaJIT has no integer subtype: load(trusted=True) reads the default 0.0 as the "
-        "int 0, so offset becomes a whole-number parameter and 0.5 is refused (parameters(), "
-        "on Lua 5.4, says float)",
-    )
-    def test_sr06_a_whole_number_float_default_declares_a_float_parameter(
-        self, strategy_runtime: StrategyRuntime, strategy_loader: StrategyLoader
-    ) -> None:
-        super().test_sr06_a_whole_number_float_default_declares_a_float_parameter(
-            strategy_runtime, strategy_loader
-        )
 
     def test_strategies_run_on_luajit(self, strategy_runtime: StrategyRuntime) -> None:
         instance = strategy_runtime.load(SOURCES["targets"], "t.lua", {}, Limits(), trusted=True)

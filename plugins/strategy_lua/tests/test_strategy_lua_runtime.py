@@ -105,6 +105,12 @@ def test_bad_declarations_are_reported_together(runtime: LuaStrategyRuntime) -> 
     assert "params.c.min must be a number" in message
 
 
+def test_a_misspelt_declaration_field_is_refused(runtime: LuaStrategyRuntime) -> None:
+    source = "params = {fast = {default = 10, mni = 2, maximum = 5}}"
+    with pytest.raises(LuaStrategyError, match=r"params\.fast has unknown fields maximum, mni"):
+        runtime.parameters(source, "typo.lua")
+
+
 def test_parameters_are_bound_coerced_and_checked(runtime: LuaStrategyRuntime) -> None:
     instance = runtime.load(MIXED, "mixed.lua", {"every": "3", "on": "no"}, Limits())
     assert instance._params == {"every": 3, "label": "x", "on": False, "size": 0.5}
@@ -286,6 +292,10 @@ def test_a_snapshot_only_restores_into_the_same_parameters(runtime: LuaStrategyR
         other.restore(snapshot)
     with pytest.raises(LuaStrategyError, match="not valid msgpack"):
         other.restore(b"\xc1")
+    foreign = msgpack.unpackb(snapshot)
+    foreign["language"] = "python"
+    with pytest.raises(LuaStrategyError, match="not a Lua strategy snapshot"):
+        runtime.load(SMA_CROSS, "sma.lua", {"fast": 5}, Limits()).restore(msgpack.packb(foreign))
 
 
 def test_trusted_strategies_run_on_luajit_with_the_same_decisions() -> None:

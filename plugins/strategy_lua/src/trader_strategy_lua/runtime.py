@@ -103,7 +103,13 @@ class LuaStrategyRuntime(StrategyRuntime):
         sandbox = self._sandbox(filename, limits, trusted)
         try:
             sandbox.load(source)
-            declared = _parameters(sandbox)
+            # LuaJIT has no integer subtype (a default of 0.0 reads as the int 0): read the
+            # declarations on Lua 5.4, as parameters() does, so trust never changes their types
+            declared = (
+                _parameters(sandbox)
+                if sandbox.engine == "lua54"
+                else self.parameters(source, filename)
+            )
             bound, problems = bind_parameters(declared, params)
             if problems:
                 raise LuaStrategyError("; ".join(problems), filename=filename)
@@ -295,7 +301,11 @@ class LuaStrategy(StrategyInstance):
             raise LuaStrategyError(
                 "the snapshot is not valid msgpack", filename=self.filename
             ) from None
-        if not isinstance(document, dict) or document.get("format") != SNAPSHOT_FORMAT:
+        if (
+            not isinstance(document, dict)
+            or document.get("format") != SNAPSHOT_FORMAT
+            or document.get("language") != "lua"
+        ):
             raise LuaStrategyError(
                 "the snapshot is not a Lua strategy snapshot of format 1", filename=self.filename
             )

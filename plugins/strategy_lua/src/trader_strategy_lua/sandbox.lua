@@ -978,6 +978,18 @@ function op.params()
       if ts == "number" or ts == "string" or ts == "boolean" then
         entry[2] = spec
       elseif ts == "table" then
+        local unknown = {}
+        for key in next, spec do
+          if key ~= "default" and key ~= "min" and key ~= "max" and key ~= "step"
+              and key ~= "description" then
+            unknown[#unknown + 1] = tostring(key)
+          end
+        end
+        if #unknown > 0 then
+          t_sort(unknown)
+          problems[#problems + 1] = "params." .. name .. " has unknown fields "
+            .. t_concat(unknown, ", ")
+        end
         for slot, field in next, { "default", "min", "max", "step", "description" } do
           local v = rawget(spec, field)
           local tv = type(v)
