@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on embedded defaults (no trader.toml): generate a candle set, import it into the
 # default SQLite candle store, build hourly candles from it, list what is stored, and backtest
-# the example strategy in both languages (the two runs give the same trades and equity).
+# the example strategy in both languages (the two runs give the same trades and equity), writing
+# the Lua run's HTML report (charts, metrics, trades; it loads nothing from the network).
 # Data lives in ./.demo (override with TRADER_HOME). Run through `make demo`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,5 +22,8 @@ echo "== building 1h candles"
 echo "== stored candles"
 "$trader" data list
 echo "== backtesting the example SMA crossover, in Lua and in Python, on the hourly candles"
-"$trader" backtest examples/strategies/sma_cross.lua --exchange demo --symbol BTC/USD --timeframe 1h
+report="$TRADER_HOME/report.html"
+"$trader" backtest examples/strategies/sma_cross.lua --exchange demo --symbol BTC/USD --timeframe 1h \
+  --report "$report"
 "$trader" backtest examples/strategies/sma_cross.py --exchange demo --symbol BTC/USD --timeframe 1h
+echo "== the Lua run's report: $report (open it in a browser: file://$report)"

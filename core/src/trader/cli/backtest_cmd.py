@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,12 +16,24 @@ import click
 from trader.cli.data_cmd import range_options, series_options
 from trader.cli.main import load_cli_config
 from trader.errors import DataError, StrategyError, TraderError
-from trader.model import CandleArrays, Market, SeriesKey, Timeframe
+from trader.model import CandleArrays, SeriesKey, Timeframe
 from trader.timeutil import format_time
 
 if TYPE_CHECKING:
     from trader.backtest import BacktestResult, Sizing
+    from trader.backtest.jobs import RunSettings
+    from trader.backtest.sweep import SweepOutcome, SweepRow
+    from trader.interfaces import StrategyRuntime
     from trader.interfaces.strategy import Parameter
+
+#: Rows of the sweep table without ``--top``.
+DEFAULT_TOP = 10
+#: Failed combinations listed under the sweep table.
+SHOWN_FAILURES = 5
+#: Metrics shown as percentages.
+_FRACTIONS = frozenset(
+    {"total_return", "cagr", "max_drawdown", "exposure", "win_rate", "average_trade_return"}
+)
 
 #: Decimal places of prices and amounts of the market a CLI backtest trades (stored candles do
 #: not carry an exchange's precisions; 8 places rounds nothing a candle store holds away).
@@ -88,16 +102,19 @@ def _decimal(_ctx: click.Context, param: click.Parameter, value: str | None) -> 
 
 def result_summary(result: BacktestResult) -> dict[str, Any]:
     """What ``--json`` prints: the metrics, the number of trades and the final equity (an
-    exact decimal string). Non-finite figures (a profit factor without losses) become null."""
-    metrics = {
-        key: (None if isinstance(value, float) and not math.isfinite(value) else value)
-        for key, value in result.metrics.as_dict().items()
-    }
-    return {
-        "metrics": metrics,
-        "trades": len(result.trades),
-        "final_equity": str(result.final_equity),
-    }
+    exact decimal string). Non-finite figures (a profit factor without losses) become null.
+    A sweep's jobs send back the same summary (:func:`trader.backtest.jobs.job_summary`)."""
+    from trader.backtest.jobs import job_summary
+
+    return job_summary(result)
+
+
+def _metric_names() -> list[str]:
+    from dataclasses import fields
+
+    from trader.backtest.metrics import Metrics
+
+    return [f.name for f in fields(Metrics)]
 
 
 @click.command("backtest")
@@ -138,7 +155,45 @@ def result_summary(result: BacktestResult) -> dict[str, Any]:
     show_default=True,
     help="What a target of 1 buys: fraction:F of equity, quote:Q worth, or base:B units.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics (or sweep rows) as JSON.")
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write a self-contained HTML report of the run (with --sweep: of the best run by "
+    "--sort-by, run again here).",
+)
+@click.option(
+    "--sweep",
+    "sweeps",
+    multiple=True,
+    metavar="NAME=SPEC",
+    help="Sweep a parameter: NAME=START:STOP:STEP, NAME=START:STOP (declared step), "
+    "NAME=V1,V2,... or NAME (its declared min:max:step). Repeat for a grid; every combination "
+    "runs as a job on workers.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    help="Local worker processes for --sweep [default: the number of CPUs].",
+)
+@click.option(
+    "--local",
+    "force_local",
+    is_flag=True,
+    help="Run --sweep on local workers even when [cluster] names a broker.",
+)
+@click.option(
+    "--sort-by",
+    type=click.Choice(_metric_names()),
+    help="Metric that ranks --sweep results [default: sharpe]; drawdowns and fees rank lowest "
+    "first, everything else highest first.",
+)
+@click.option(
+    "--top",
+    type=click.IntRange(min=1),
+    help="Rows of the --sweep table [default: 10]; --json prints them all.",
+)
 @click.pass_context
 def backtest_command(
     ctx: click.Context,
@@ -154,6 +209,12 @@ def backtest_command(
     fill_timing: str,
     sizing: str,
     as_json: bool,
+    report_path: Path | None,
+    sweeps: tuple[str, ...],
+    workers: int | None,
+    force_local: bool,
+    sort_by: str | None,
+    top: int | None,
 ) -> None:
     """Backtest STRATEGY_FILE (.lua or .py) on the stored candles of one series.
 
@@ -161,40 +222,77 @@ def backtest_command(
     `trader data download`). Prices and amounts are kept to 8 decimal places, with no minimum
     order size (stored candles do not carry the exchange's rules).
 
-    Exit status: 0 done, 1 a strategy or data error, 2 bad usage.
+    With --sweep, every combination of the swept parameters is a backtest job run by workers:
+    local worker processes (--workers), or the workers of the broker [cluster] names (started
+    with `trader worker backtest`). The results are ranked by --sort-by. See docs/sweeps.md.
+
+    Exit status: 0 done (a sweep with some failed combinations included), 1 a strategy or
+    data error (for a sweep: when no combination ran to the end), 2 bad usage.
     """
-    from trader.backtest import BacktestSettings, decide, run_decisions
+    from trader.backtest import decide, run_decisions
+    from trader.backtest.jobs import RunSettings
     from trader.cli.progress import ProgressReporter
     from trader.cli.strategy_cmd import one_line, parameters_of
     from trader.interfaces import Limits
-    from trader.model.market import Precision, PrecisionMode
-    from trader.paper import FillSettings, FillTiming
 
     given = parse_params(params)
     size = parse_sizing(sizing)
+    if not sweeps:
+        used = [
+            option
+            for option, value in (
+                ("--workers", workers),
+                ("--local", force_local or None),
+                ("--sort-by", sort_by),
+                ("--top", top),
+            )
+            if value is not None
+        ]
+        if used:
+            raise click.UsageError(f"{', '.join(used)} only go with --sweep")
+    run_settings = RunSettings(
+        initial_cash=cash,
+        maker_fee=fee,
+        taker_fee=fee,
+        fill_timing=fill_timing,
+        sizing_mode=size.mode.value,
+        sizing_value=size.value,
+        whole_units=size.whole_units,
+        assignment=strategy_file.stem or "backtest",
+        timeframe_ms=timeframe.nominal_ms,
+        decimals=MARKET_DECIMALS,
+    )
     try:
         series = SeriesKey(exchange, symbol, timeframe)
-        market = Market(
-            symbol,
-            Precision(PrecisionMode.DECIMALS, Decimal(MARKET_DECIMALS)),
-            Precision(PrecisionMode.DECIMALS, Decimal(MARKET_DECIMALS)),
-        )
-        fills = (
-            FillSettings(timing=FillTiming(fill_timing))
-            if fee is None
-            else FillSettings(timing=FillTiming(fill_timing), maker_fee=fee, taker_fee=fee)
-        )
-        settings = BacktestSettings(
-            initial_cash=cash,
-            fills=fills,
-            sizing=size,
-            assignment=strategy_file.stem or "backtest",
-            timeframe_ms=timeframe.nominal_ms,
-        )
+        settings = run_settings.backtest_settings()
+        market = run_settings.market(symbol)
     except TraderError as error:
         raise click.UsageError(str(error)) from None
 
     runtime, source, declared = parameters_of(strategy_file)
+    if sweeps:
+        _sweep(
+            ctx,
+            _SweepRequest(
+                strategy_file=strategy_file,
+                runtime=runtime,
+                source=source,
+                declared=declared,
+                given=given,
+                sweeps=sweeps,
+                series=series,
+                start=start,
+                end=end,
+                settings=run_settings,
+                workers=workers,
+                force_local=force_local,
+                metric=sort_by or "sharpe",
+                top=top or DEFAULT_TOP,
+                as_json=as_json,
+                report_path=report_path,
+            ),
+        )
+        return
     bound = bind_params(declared, given)
     config = load_cli_config(ctx, "storage.candles")
 
@@ -219,8 +317,27 @@ def backtest_command(
 
     if as_json:
         click.echo(json.dumps(summary))
-        return
-    _print_summary(result, strategy_file, series, bound)
+    else:
+        _print_summary(result, strategy_file, series, bound)
+    if report_path is not None:
+        _write_report(result, report_path, strategy_file, series, bound)
+
+
+def _write_report(
+    result: BacktestResult,
+    path: Path,
+    strategy_file: Path,
+    series: SeriesKey,
+    params: dict[str, bool | int | float | str],
+) -> None:
+    """Write the HTML report of ``result`` to ``path`` and say so on stderr."""
+    from trader.backtest.report import write_report
+
+    try:
+        write_report(result, path, title=strategy_file.name, series=series, params=params)
+    except OSError as error:
+        raise TraderError(f"cannot write the report {path}: {error.strerror or error}") from None
+    click.echo(f"report: {path}", err=True)
 
 
 async def _load(config: Any, series: SeriesKey, start: int | None, end: int | None) -> Any:
@@ -232,15 +349,9 @@ async def _load(config: Any, series: SeriesKey, start: int | None, end: int | No
 
 
 def _no_candles(series: SeriesKey, start: int | None, end: int | None) -> str:
-    where = ""
-    if start is not None or end is not None:
-        low = "the start" if start is None else format_time(start)
-        high = "the end" if end is None else format_time(end)
-        where = f" from {low} to {high}"
-    return (
-        f"no stored candles for {series}{where}; fill the store with `trader data import` or "
-        "`trader data download` (`trader data list` shows what is stored)"
-    )
+    from trader.backtest.jobs import no_candles_message
+
+    return no_candles_message(series, start, end)
 
 
 def _fraction(value: float | None) -> str:
@@ -298,3 +409,184 @@ def _print_summary(
     for name, value in rows:
         table.add_row(name, value)
     out.print(table)
+
+
+# sweeps ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _SweepRequest:
+    """What ``trader backtest --sweep`` was asked to do."""
+
+    strategy_file: Path
+    runtime: StrategyRuntime
+    source: str
+    declared: list[Parameter]
+    given: dict[str, str]
+    sweeps: tuple[str, ...]
+    series: SeriesKey
+    start: int | None
+    end: int | None
+    settings: RunSettings
+    workers: int | None
+    force_local: bool
+    metric: str
+    top: int
+    as_json: bool
+    report_path: Path | None
+
+
+def _sweep(ctx: click.Context, request: _SweepRequest) -> None:
+    """Run a sweep (see the command's help) and print its ranked results."""
+    from trader.backtest.jobs import StrategySource, run_job
+    from trader.backtest.sweep import SweepError, SweepPlan, build_axes, expand_grid, run_sweep
+    from trader.cli.progress import ProgressReporter
+    from trader.cli.strategy_cmd import language_of
+
+    try:
+        axes = build_axes(request.sweeps, request.declared, fixed=request.given)
+    except SweepError as error:
+        raise click.BadParameter(str(error), param_hint="--sweep") from None
+    base = bind_params(request.declared, request.given)
+    combinations = expand_grid(axes, base)
+    config = load_cli_config(ctx, "storage.candles", "storage.state")
+    local = request.force_local or config.cluster.transport == "inproc"
+    if not local and request.workers is not None:
+        raise click.UsageError(
+            f"--workers starts local workers, but [cluster] names the broker at "
+            f"{config.cluster.broker}, whose workers are started with `trader worker backtest`; "
+            "add --local to run on local workers instead"
+        )
+    count = request.workers or max(1, os.cpu_count() or 1)
+    series, start, end = request.series, request.start, request.end
+    if local:  # the workers read this store: say now, not once per job, when it is empty
+        asyncio.run(_check_candles(config, series, start, end))
+    strategy_file = request.strategy_file
+    strategy = StrategySource.of(language_of(strategy_file), str(strategy_file), request.source)
+    plan = SweepPlan(strategy, series, start, end, request.settings, combinations)
+    root = ctx.find_root().obj or {}
+    config_path = root.get("config_path")
+    where = f"{count} local worker{'s' if count != 1 else ''}" if local else "cluster workers"
+    name = strategy_file.name
+    with ProgressReporter(
+        f"{name}: {len(combinations):,} combinations on {where}", len(combinations), "runs"
+    ) as progress:
+        outcome = run_sweep(
+            plan,
+            config,
+            local_workers=count if local else None,
+            config_path=Path(config_path).resolve() if config_path else None,
+            on_progress=lambda state: progress.advance_to(state.finished),
+        )
+    rows = outcome.sorted(request.metric)
+    names = [axis.name for axis in axes]
+    summary = (
+        f"sweep: {outcome.done:,} done, {outcome.failed:,} failed, {outcome.reruns:,} re-run "
+        f"after a lost worker, on {outcome.workers} worker{'s' if outcome.workers != 1 else ''} "
+        f"in {outcome.seconds:.1f} s ({outcome.total_seconds:.1f} s with start-up)"
+    )
+    if request.as_json:
+        click.echo(json.dumps(_sweep_json(request, outcome, rows)))
+        click.echo(summary, err=True)
+    else:
+        _print_sweep(request, outcome, rows, names, summary)
+    if outcome.done == 0:
+        first = rows[0].error if rows else "nothing ran"
+        raise TraderError(f"no combination ran to the end; the first failed with: {first}")
+    if request.report_path is not None:
+        best = rows[0]
+        candles = asyncio.run(_load(config, series, start, end))
+        result = run_job(
+            request.runtime, strategy, best.params, candles, series.symbol, request.settings
+        )
+        _write_report(result, request.report_path, strategy_file, series, best.params)
+
+
+async def _check_candles(
+    config: Any, series: SeriesKey, start: int | None, end: int | None
+) -> None:
+    """Raise :class:`DataError` unless the store holds candles of ``series`` in the range."""
+    from trader.app import open_candle_store
+
+    async with open_candle_store(config) as store:
+        stored = [info for info in await store.list_series() if info.key == series]
+    extent = stored[0] if stored else None
+    if (
+        extent is None
+        or extent.count == 0
+        or (start is not None and extent.last < start)
+        or (end is not None and extent.first >= end)
+    ):
+        raise DataError(_no_candles(series, start, end))
+
+
+def _sweep_json(
+    request: _SweepRequest, outcome: SweepOutcome, rows: list[SweepRow]
+) -> dict[str, Any]:
+    return {
+        "strategy": request.strategy_file.name,
+        "series": str(request.series),
+        "sort_by": request.metric,
+        "combinations": len(rows),
+        "done": outcome.done,
+        "failed": outcome.failed,
+        "reruns": outcome.reruns,
+        "requeued": outcome.requeued,
+        "workers": outcome.workers,
+        "seconds": round(outcome.seconds, 3),
+        "total_seconds": round(outcome.total_seconds, 3),
+        "sweep_id": outcome.sweep_id,
+        "rows": [row.as_dict() for row in rows],
+    }
+
+
+def _figure(metric: str, value: float | None) -> str:
+    return _fraction(value) if metric in _FRACTIONS else _plain(value)
+
+
+def _print_sweep(
+    request: _SweepRequest,
+    outcome: SweepOutcome,
+    rows: list[SweepRow],
+    names: list[str],
+    summary: str,
+) -> None:
+    from rich.table import Table
+
+    from trader.backtest.sweep import higher_is_better
+    from trader.cli.output import console
+
+    out = console()
+    metric = request.metric
+    order = "highest" if higher_is_better(metric) else "lowest"
+    out.print(
+        f"{request.strategy_file.name} on {request.series}: {len(rows):,} combinations, "
+        f"ranked by {metric} ({order} first)",
+        highlight=False,
+    )
+    shown_metrics = [metric] + [
+        m for m in ("total_return", "sharpe", "max_drawdown") if m != metric
+    ]
+    labels = {"total_return": "return", "max_drawdown": "max drawdown", "sharpe": "Sharpe"}
+    table = Table("#", *names, *(labels.get(m, m) for m in shown_metrics), "trades", "equity")
+    for rank, row in enumerate(rows[: request.top], start=1):
+        params = [str(row.params.get(name)) for name in names]
+        if row.status == "done":
+            figures = [_figure(m, row.metric(m)) for m in shown_metrics]
+            final = _plain(float(row.final_equity)) if row.final_equity else "-"
+            table.add_row(str(rank), *params, *figures, f"{row.trades:,}", final)
+        else:
+            table.add_row(str(rank), *params, *("-" for _ in shown_metrics), "-", "failed")
+    out.print(table)
+    if len(rows) > request.top:
+        out.print(
+            f"the best {request.top} of {len(rows):,}; --top N shows more, --json all",
+            highlight=False,
+        )
+    failed = [row for row in rows if row.status != "done"]
+    for row in failed[:SHOWN_FAILURES]:
+        where = ", ".join(f"{name}={row.params.get(name)}" for name in names)
+        out.print(f"failed: {where}: {row.error}", highlight=False, markup=False)
+    if len(failed) > SHOWN_FAILURES:
+        out.print(f"... and {len(failed) - SHOWN_FAILURES} more failed", highlight=False)
+    out.print(summary, highlight=False)

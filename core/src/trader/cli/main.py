@@ -30,6 +30,7 @@ BUILTIN_COMMANDS: dict[str, str] = {
     "tasks": "trader.cli.tasks_cmd:tasks_group",
     "keys": "trader.cli.keys_cmd:keys_group",
     "broker": "trader.cli.broker_cmd:broker_command",
+    "worker": "trader.cli.worker_cmd:worker_group",
     "backtest": "trader.cli.backtest_cmd:backtest_command",
     "strategy": "trader.cli.strategy_cmd:strategy_group",
     "completion": "trader.cli.completion_cmd:completion",

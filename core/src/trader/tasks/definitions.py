@@ -130,7 +130,8 @@ BACKTEST_JOB_TASK: Final = TaskDefinition(
         {
             "name": "failed",
             "final": True,
-            "description": "Failed in a way another worker would fail too (bad input).",
+            "description": "Failed in a way another worker would fail too (bad input), or given "
+            "up: its worker was lost too often, or the sweep that owned it stopped.",
         },
     ],
     transitions=[
@@ -143,7 +144,12 @@ BACKTEST_JOB_TASK: Final = TaskDefinition(
             "description": "A sign of life from the worker; restarts the timeout.",
         },
         {"trigger": "finish", "source": "running", "dest": "done"},
-        {"trigger": "fail", "source": ["dispatched", "running"], "dest": "failed"},
+        {
+            "trigger": "fail",
+            "source": ["queued", "dispatched", "running"],
+            "dest": "failed",
+            "description": "Bad input, or given up (noted in the step): never retried.",
+        },
         {
             "trigger": "worker_lost",
             "source": ["dispatched", "running"],
