@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -106,6 +107,32 @@ def test_user_errors_exit_1_with_one_line_and_no_traceback(tmp_path: Path) -> No
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ") and "the header lacks" in lines[0]
     assert "Traceback" not in result.stderr
+
+
+def test_ctrl_c_exits_130_and_a_refused_prompt_exits_1(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import click
+
+    from trader.cli import main as cli_main
+
+    @click.command()
+    @click.option("--prompt", is_flag=True)
+    def stub(prompt: bool) -> None:
+        if prompt:
+            click.confirm("go on?", abort=True)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_main, "build_cli", lambda: stub)
+    with pytest.raises(SystemExit) as interrupted:
+        cli_main.main([])
+    assert interrupted.value.code == 130
+    assert "interrupted" in capsys.readouterr().err
+    monkeypatch.setattr("sys.stdin", io.StringIO("n\n"))
+    with pytest.raises(SystemExit) as refused:
+        cli_main.main(["--prompt"])
+    assert refused.value.code == 1
+    assert "aborted" in capsys.readouterr().err
 
 
 def test_completion_scripts_are_printed() -> None:

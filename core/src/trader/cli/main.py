@@ -143,9 +143,14 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as error:
         error.show()
         status = error.exit_code
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        status = 1
+    except click.exceptions.Abort as abort:
+        # click turns Ctrl-C (and an EOF at a prompt) into Abort: keep Ctrl-C's usual status
+        if isinstance(abort.__context__, KeyboardInterrupt):
+            click.echo("interrupted", err=True)
+            status = 130
+        else:
+            click.echo("aborted", err=True)
+            status = 1
     except TraderError as error:
         if debug:
             raise
